@@ -1,0 +1,33 @@
+"""Royal: an async, Flask-compatible backend on Quart and Hypercorn, SSE-first."""
+
+from __future__ import annotations
+
+from quart import Quart
+from quart_schema import QuartSchema
+
+from royal import db, errors, request_id
+from royal.blueprints import health
+from royal.config import ConfigSource, load_config
+from royal.json_provider import OrjsonProvider
+
+__version__ = "0.1.0"
+
+
+def create_app(config: ConfigSource = None) -> Quart:
+    """Build a Royal app: config, extensions, blueprints and error handlers. Nothing else."""
+    app = Quart(__name__, instance_relative_config=True)
+    app.json = OrjsonProvider(app)
+    app.request_class = errors.JSONRequest
+    load_config(app, config)
+
+    db.init_app(app)
+    request_id.init_app(app)
+    QuartSchema(
+        app,
+        info={"title": "Royal", "version": __version__},
+        conversion_preference="pydantic",
+    )
+    errors.register_error_handlers(app)
+
+    app.register_blueprint(health.bp)
+    return app

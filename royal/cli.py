@@ -1,0 +1,94 @@
+"""The ``royal`` command: Quart's CLI (``routes``, ``run``, ``shell``) plus ``serve`` and ``db``.
+
+``royal serve`` is the production entry point: it checks the config, applies migrations once,
+then hands over to Hypercorn with hypercorn.toml, whose workers each build the app again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+from quart import Quart
+from quart.cli import QuartGroup, ScriptInfo, pass_script_info
+
+from royal.config import ConfigError
+from royal.db import migrations
+
+APPLICATION_PATH = "royal:create_app()"
+
+
+def _create_app() -> Quart:
+    from royal import create_app
+
+    return create_app()
+
+
+cli = QuartGroup(create_app=_create_app, help="Royal: run and manage the server.")
+
+
+@cli.command("serve")
+@click.option(
+    "--bind", "-b", "binds", multiple=True, help="host:port, unix:PATH or fd://N (repeatable)."
+)
+@click.option(
+    "--workers", "-w", type=int, default=None, help="Worker processes (default: hypercorn.toml)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Hypercorn TOML config (default: ./hypercorn.toml when present).",
+)
+@click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations first.")
+@pass_script_info
+def serve_command(
+    info: ScriptInfo,
+    binds: tuple[str, ...],
+    workers: int | None,
+    config_path: Path | None,
+    no_migrate: bool,
+) -> None:
+    """Serve Royal with Hypercorn (migrates the database first)."""
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.run import run
+
+    app = info.load_app()
+    database = app.extensions["royal.db"]
+    click.echo(f"Royal {app.config['ENV']} on {database.url.obscure_password}", err=True)
+    if not no_migrate:
+        asyncio.run(_migrate(app))
+
+    if config_path is None and Path("hypercorn.toml").is_file():
+        config_path = Path("hypercorn.toml")
+    config = HypercornConfig.from_toml(config_path) if config_path else HypercornConfig()
+    if binds:
+        config.bind = list(binds)
+    if workers is not None:
+        config.workers = workers
+    config.application_path = APPLICATION_PATH
+    sys.exit(run(config))
+
+
+async def _migrate(app: Quart) -> None:
+    database = app.extensions["royal.db"]
+    await database.connect()
+    try:
+        applied = await migrations.migrate(
+            database, progress=lambda m: click.echo(f"Applying {m.path.name} ...", err=True)
+        )
+    finally:
+        await database.disconnect()
+    if applied:
+        click.echo(f"Applied {len(applied)} migration(s).", err=True)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="royal")
+    except ConfigError as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(2)

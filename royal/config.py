@@ -1,0 +1,115 @@
+"""Configuration: a class per environment, then ROYAL_* environment variables, then overrides.
+
+Nothing else in Royal reads ``os.environ``; config never changes after ``create_app`` returns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from quart import Quart
+
+DEVELOPMENT_SECRET = "royal-development-secret-do-not-deploy"
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run; the message says what to set."""
+
+
+class Config:
+    """Defaults shared by every environment."""
+
+    ENV = "default"
+    DEBUG = False
+    TESTING = False
+    SECRET_KEY: str | None = DEVELOPMENT_SECRET
+
+    # None means an SQLite file in the instance folder: <instance>/royal.sqlite3
+    DATABASE_URL: str | None = None
+    DATABASE_POOL_SIZE = 10  # PostgreSQL connections per process
+    DATABASE_FORCE_ROLLBACK = False  # tests: everything runs in one rolled-back transaction
+    SQLITE_READERS = 4  # long-lived read connections per process (plus one writer)
+    SQLITE_BUSY_TIMEOUT_MS = 5000
+    MIGRATE_ON_START = True
+
+    READYZ_TIMEOUT_SECONDS = 2.0
+    MAX_CONTENT_LENGTH = 1024 * 1024  # bytes; larger bodies get a JSON 413
+    JSON_SORT_KEYS = False
+
+
+class DevelopmentConfig(Config):
+    ENV = "development"
+    DEBUG = False  # Quart's debug page is never wanted: errors are JSON everywhere
+
+
+class ProductionConfig(Config):
+    ENV = "production"
+    SECRET_KEY = None  # must come from ROYAL_SECRET_KEY
+
+
+class TestingConfig(Config):
+    ENV = "testing"
+    TESTING = True
+    SECRET_KEY = "royal-testing-secret-0123456789abcdef"
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "production": ProductionConfig,
+    "testing": TestingConfig,
+}
+
+ConfigSource = str | type[Config] | Mapping[str, Any] | None
+
+
+def load_config(app: Quart, config: ConfigSource = None) -> None:
+    """Fill ``app.config``: the environment's class, then ROYAL_* variables, then overrides.
+
+    ``config`` may name an environment ("production"), be a config class, or be a mapping of
+    overrides applied last (tests use that). ROYAL_ENV picks the class when none is named.
+    """
+    overrides: Mapping[str, Any] = {}
+    if isinstance(config, Mapping):
+        overrides = config
+        config = overrides.get("ENV")
+    if config is None:
+        config = os.environ.get("ROYAL_ENV", "development")
+    if isinstance(config, str):
+        try:
+            config = CONFIGS[config]
+        except KeyError:
+            names = ", ".join(CONFIGS)
+            raise ConfigError(f"Unknown ROYAL_ENV {config!r}: use one of {names}.") from None
+
+    app.config.from_object(config)
+    app.config.from_prefixed_env("ROYAL")
+    app.config.update(overrides)
+    if not app.config.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = default_database_url(app.instance_path)
+    check_config(app.config)
+
+
+def default_database_url(instance_path: str) -> str:
+    """The embedded default: an SQLite file in the instance folder (created if missing)."""
+    folder = Path(instance_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'royal.sqlite3'}"
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Refuse configurations that would run insecurely or not at all."""
+    secret = config.get("SECRET_KEY")
+    if config.get("ENV") == "production" and (
+        not isinstance(secret, str)
+        or secret == DEVELOPMENT_SECRET
+        or len(secret) < MIN_SECRET_LENGTH
+    ):
+        raise ConfigError(
+            "Production needs a real secret: set ROYAL_SECRET_KEY to a random string of at "
+            f"least {MIN_SECRET_LENGTH} characters "
+            '(python -c "import secrets; print(secrets.token_urlsafe(48))").'
+        )

@@ -1,0 +1,45 @@
+"""orjson as Quart's JSON provider: several times faster than the standard library's json.
+
+Datetimes leave as ISO 8601 (not Flask's RFC 822 dates), which is what JSON APIs expect; UUIDs,
+dataclasses and pydantic-free builtins are handled natively by orjson. Keys keep their order.
+"""
+
+from __future__ import annotations
+
+import decimal
+from typing import Any
+
+import orjson
+from quart import Response
+from quart.json.provider import JSONProvider
+
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if hasattr(value, "__html__"):
+        return str(value.__html__())
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """Serialise to compact UTF-8 JSON bytes (the form sent on the wire)."""
+    return orjson.dumps(value, default=_default, option=_OPTIONS)
+
+
+class OrjsonProvider(JSONProvider):
+    mimetype = "application/json"
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return dumps_bytes(obj).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        return Response(dumps_bytes(obj), mimetype=self.mimetype)

@@ -1,0 +1,1 @@
+"""Business logic: plain async functions taking their dependencies (``db`` first) as arguments."""

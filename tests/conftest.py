@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+
+from royal import create_app
+from royal.db import Database
+from royal.testing import LiveServer
+
+POSTGRES_URL = os.environ.get(
+    "ROYAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(name="sqlite_url")
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'royal.sqlite3'}"
+
+
+@pytest.fixture(name="make_app")
+def _make_app(sqlite_url: str) -> Callable[..., Quart]:
+    """Build a testing app on a fresh SQLite file; keyword overrides go into its config."""
+
+    def make(**overrides: Any) -> Quart:
+        return create_app({"ENV": "testing", "DATABASE_URL": sqlite_url, **overrides})
+
+    return make
+
+
+@pytest.fixture(name="app")
+async def _app(make_app: Callable[..., Quart]) -> AsyncIterator[Quart]:
+    app = make_app()
+    async with app.test_app():  # runs while_serving: connect + migrate
+        yield app
+
+
+@pytest.fixture(name="client")
+def _client(app: Quart) -> Client:
+    return app.test_client()
+
+
+@pytest.fixture(name="db")
+def _db(app: Quart) -> Database:
+    database: Database = app.extensions["royal.db"]
+    return database
+
+
+def _postgres_reachable() -> str | None:
+    async def probe() -> None:
+        connection = await asyncpg.connect(POSTGRES_URL, timeout=3)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@pytest.fixture(name="postgres_server", scope="session")
+def _postgres_server() -> str:
+    """The admin URL of the test PostgreSQL; skips when none answers, except in CI."""
+    problem = _postgres_reachable()
+    if problem is not None:
+        message = f"PostgreSQL at {POSTGRES_URL} is unreachable ({problem})"
+        if IN_CI:
+            pytest.fail(message + "; CI must run the PostgreSQL tests")
+        pytest.skip(message)
+    return POSTGRES_URL
+
+
+@pytest.fixture(name="postgres_url")
+def _postgres_url(postgres_server: str) -> Iterator[str]:
+    """A throwaway PostgreSQL database for one test (any number of processes may use it)."""
+    name = f"royal_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(postgres_server)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(name="live_server")
+def _live_server(sqlite_url: str) -> Iterator[Callable[..., LiveServer]]:
+    """Start Royal in a real Hypercorn on 127.0.0.1: ``live_server(workers=2, env={...})``."""
+    servers: list[LiveServer] = []
+
+    def start(*, workers: int = 1, env: dict[str, str] | None = None) -> LiveServer:
+        server = LiveServer({"ROYAL_DATABASE_URL": sqlite_url, **(env or {})}, workers=workers)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.close()
