@@ -5,7 +5,8 @@ from __future__ import annotations
 from quart import Quart
 from quart_schema import QuartSchema
 
-from royal import db, errors, request_id
+from royal import auth, db, errors, login_limits, request_id, security
+from royal.blueprints import auth as auth_bp
 from royal.blueprints import health
 from royal.config import ConfigSource, load_config
 from royal.json_provider import OrjsonProvider
@@ -22,6 +23,9 @@ def create_app(config: ConfigSource = None) -> Quart:
 
     db.init_app(app)
     request_id.init_app(app)
+    security.init_app(app)
+    login_limits.init_app(app)
+    auth.init_app(app)
     QuartSchema(
         app,
         info={"title": "Royal", "version": __version__},
@@ -30,4 +34,5 @@ def create_app(config: ConfigSource = None) -> Quart:
     errors.register_error_handlers(app)
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(auth_bp.bp, url_prefix="/auth")
     return app

@@ -6,7 +6,6 @@ then hands over to Hypercorn with hypercorn.toml, whose workers each build the a
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -15,7 +14,10 @@ from quart import Quart
 from quart.cli import QuartGroup, ScriptInfo, pass_script_info
 
 from royal.config import ConfigError
-from royal.db import migrations
+from royal.db import Database, migrations
+from royal.db.commands import run_with_database
+from royal.passwords import Passwords
+from royal.services import accounts
 
 APPLICATION_PATH = "royal:create_app()"
 
@@ -52,15 +54,16 @@ def serve_command(
     config_path: Path | None,
     no_migrate: bool,
 ) -> None:
-    """Serve Royal with Hypercorn (migrates the database first)."""
+    """Serve Royal with Hypercorn (migrates first; the first run creates the admin user)."""
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.run import run
 
     app = info.load_app()
     database = app.extensions["royal.db"]
     click.echo(f"Royal {app.config['ENV']} on {database.url.obscure_password}", err=True)
-    if not no_migrate:
-        asyncio.run(_migrate(app))
+    run_with_database(
+        app, lambda db: _prepare(db, app.extensions["royal.passwords"], not no_migrate)
+    )
 
     if config_path is None and Path("hypercorn.toml").is_file():
         config_path = Path("hypercorn.toml")
@@ -73,17 +76,22 @@ def serve_command(
     sys.exit(run(config))
 
 
-async def _migrate(app: Quart) -> None:
-    database = app.extensions["royal.db"]
-    await database.connect()
-    try:
+async def _prepare(database: Database, passwords: Passwords, migrate: bool) -> None:
+    """Migrate, then make sure someone can log in: the first run creates ``admin``."""
+    if migrate:
         applied = await migrations.migrate(
             database, progress=lambda m: click.echo(f"Applying {m.path.name} ...", err=True)
         )
-    finally:
-        await database.disconnect()
-    if applied:
-        click.echo(f"Applied {len(applied)} migration(s).", err=True)
+        if applied:
+            click.echo(f"Applied {len(applied)} migration(s).", err=True)
+    created = await accounts.create_first_admin(database, passwords)
+    if created is not None:
+        user, password = created
+        click.echo(
+            f"\nCreated the first user: {user.username!r} with password {password!r}\n"
+            "It is shown only this once. Change it with: royal user set-password admin\n",
+            err=True,
+        )
 
 
 def main() -> None:

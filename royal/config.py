@@ -38,7 +38,30 @@ class Config:
 
     READYZ_TIMEOUT_SECONDS = 2.0
     MAX_CONTENT_LENGTH = 1024 * 1024  # bytes; larger bodies get a JSON 413
-    JSON_SORT_KEYS = False
+
+    # Auth: opaque tokens, single-use stream tickets, argon2id (RFC 9106 low-memory profile).
+    TOKEN_TTL_SECONDS = 12 * 3600
+    TICKET_TTL_SECONDS = 30  # capped at 60
+    AUTH_RECHECK_SECONDS = 2.0  # how often open streams re-check their token (revocation)
+    PASSWORD_TIME_COST = 3
+    PASSWORD_MEMORY_COST_KIB = 65536
+    PASSWORD_PARALLELISM = 4
+    PASSWORD_HASH_CONCURRENCY = 2  # hashes at once per process; each takes memory_cost KiB
+    LOGIN_RATE_LIMIT_ACCOUNT = [10, 60]  # attempts per seconds, per username
+    LOGIN_RATE_LIMIT_CLIENT = [30, 60]  # attempts per seconds, per client address
+
+    # Browsers and proxies (royal.security).
+    CORS_ORIGINS: list[str] = []  # exact origins allowed to call the API from a browser
+    CORS_ALLOW_CREDENTIALS = True
+    CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"]
+    CORS_ALLOW_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
+    CORS_MAX_AGE = 600  # seconds a browser may cache a preflight answer
+    WS_ALLOWED_ORIGINS: list[str] | None = None  # None: the CORS origins (plus Royal's own)
+    TRUSTED_PROXIES: list[str] = []  # IPs or CIDRs whose X-Forwarded-For is believed
+    REFERRER_POLICY = "no-referrer"
+    HSTS_SECONDS = 365 * 24 * 3600  # sent on https requests only; 0 turns it off
+    WS_MAX_MESSAGE_BYTES = 64 * 1024  # larger WebSocket messages close the socket with 1009
 
 
 class DevelopmentConfig(Config):
@@ -55,6 +78,10 @@ class TestingConfig(Config):
     ENV = "testing"
     TESTING = True
     SECRET_KEY = "royal-testing-secret-0123456789abcdef"
+    # OWASP's argon2id minimum: still a real hash, but fast enough for hundreds of test logins.
+    PASSWORD_TIME_COST = 2
+    PASSWORD_MEMORY_COST_KIB = 19456
+    PASSWORD_PARALLELISM = 1
 
 
 CONFIGS: dict[str, type[Config]] = {

@@ -12,7 +12,17 @@ from http import HTTPStatus
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, Request, Response, g, jsonify, request
+from quart import (
+    Quart,
+    Request,
+    Response,
+    g,
+    has_request_context,
+    has_websocket_context,
+    jsonify,
+    request,
+    websocket,
+)
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import BadRequest, HTTPException
 
@@ -130,12 +140,11 @@ def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
         request_id = getattr(g, "request_id", None)
+        method, path = (request.method, request.path) if has_request_context() else ("WS", "")
+        if has_websocket_context():
+            path = websocket.path
         app.logger.error(
-            "Unhandled error on %s %s (request id %s)",
-            request.method,
-            request.path,
-            request_id,
-            exc_info=error,
+            "Unhandled error on %s %s (request id %s)", method, path, request_id, exc_info=error
         )
         body = error_body(500)
         body["request_id"] = request_id

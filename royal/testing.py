@@ -72,17 +72,21 @@ class LiveServer:
                 raise RuntimeError(
                     f"royal serve exited with {self.process.returncode}:\n{self.output()}"
                 )
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            # Every worker logs "Running on" once it serves; wait for all of them.
+            if self.output().count("Running on") >= self.workers and self._answers():
+                return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(
             f"royal serve did not answer within {self.startup_timeout} s:\n{self.output()}"
         )
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 20.0) -> int | None:
         """Signal the server (SIGTERM: graceful) and wait for it; kill it if it hangs."""

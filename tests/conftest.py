@@ -14,6 +14,8 @@ from quart.typing import TestClientProtocol as Client
 
 from royal import create_app
 from royal.db import Database
+from royal.passwords import HashParameters, Passwords
+from royal.services import tokens, users
 from royal.testing import LiveServer
 
 POSTGRES_URL = os.environ.get(
@@ -111,3 +113,29 @@ def _live_server(sqlite_url: str) -> Iterator[Callable[..., LiveServer]]:
     yield start
     for server in servers:
         server.close()
+
+
+PASSWORD = "correct horse battery staple"
+ROLES = ("viewer", "operator", "admin")
+
+
+@pytest.fixture(name="password_hash", scope="session")
+def _password_hash() -> str:
+    """One real argon2id hash of PASSWORD, computed once, so creating users costs an INSERT."""
+    return Passwords(HashParameters(time_cost=2, memory_cost=19456, parallelism=1)).hash_sync(
+        PASSWORD
+    )
+
+
+@pytest.fixture(name="tokens")
+async def _tokens(app: Quart, db: Database, password_hash: str) -> dict[str, str]:
+    """Bearer tokens for a user of each role, plus ``other`` (a second viewer)."""
+    issued: dict[str, str] = {}
+    for name, role in [*((r, r) for r in ROLES), ("other", "viewer")]:
+        user = await users.insert_user(db, name, password_hash, role)  # type: ignore[arg-type]
+        issued[name] = (await tokens.issue_token(db, user.id, "access", 3600)).token
+    return issued
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

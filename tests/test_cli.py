@@ -66,3 +66,37 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("serve", "db", "routes"):
         assert command in result.stdout
+
+
+def test_user_create_set_password_disable(db_env: dict[str, str]) -> None:
+    assert royal("db", "upgrade", env=db_env).returncode == 0
+    created = subprocess.run(
+        [sys.executable, "-m", "royal", "user", "create", "ops", "--role", "operator",
+         "--password-stdin"],
+        input="a sufficiently long password\n",
+        env={**os.environ, "ROYAL_ENV": "testing", **db_env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "Created operator 'ops'" in created.stdout
+
+    duplicate = subprocess.run(
+        [sys.executable, "-m", "royal", "user", "create", "OPS", "--password-stdin"],
+        input="a sufficiently long password\n",
+        env={**os.environ, "ROYAL_ENV": "testing", **db_env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert duplicate.returncode != 0 and "taken" in duplicate.stderr
+
+    weak = subprocess.run(
+        [sys.executable, "-m", "royal", "user", "set-password", "ops", "--password-stdin"],
+        input="short\n",
+        env={**os.environ, "ROYAL_ENV": "testing", **db_env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert weak.returncode != 0 and "12 to 1024 characters" in weak.stderr
+
+    disabled = royal("user", "disable", "ops", env=db_env)
+    assert disabled.returncode == 0 and "Disabled 'ops'" in disabled.stdout
+    missing = royal("user", "disable", "nobody", env=db_env)
+    assert missing.returncode != 0 and "No user named 'nobody'" in missing.stderr

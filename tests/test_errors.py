@@ -11,6 +11,7 @@ from quart import Blueprint, Quart
 from quart.typing import TestClientProtocol as Client
 from quart_schema import validate_request
 
+from royal.auth import public
 from royal.errors import APIError
 
 probe = Blueprint("probe", __name__)
@@ -22,6 +23,7 @@ class Echo(BaseModel):
 
 
 @probe.post("/probe/echo")
+@public
 @validate_request(Echo)
 async def echo(data: Echo) -> dict[str, object]:
     """Echo a validated body."""
@@ -29,12 +31,14 @@ async def echo(data: Echo) -> dict[str, object]:
 
 
 @probe.get("/probe/boom")
+@public
 async def boom() -> str:
     """Fail unexpectedly."""
     raise RuntimeError("secret internals")
 
 
 @probe.get("/probe/teapot")
+@public
 async def teapot() -> str:
     """Fail on purpose with a domain code."""
     raise APIError(409, "ROOM_FULL", "The room is full")

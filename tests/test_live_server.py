@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import httpx
@@ -47,3 +48,24 @@ def test_serves_on_postgres(live_server: Callable[..., LiveServer], postgres_url
 def test_sigterm_stops_the_server_cleanly(live_server: Callable[..., LiveServer]) -> None:
     server = live_server()
     assert server.stop() == 0
+
+
+def test_first_run_creates_admin_and_prints_the_password_once(
+    live_server: Callable[..., LiveServer],
+) -> None:
+    server = live_server()
+    match = re.search(r"Created the first user: 'admin' with password '([^']+)'", server.output())
+    assert match, server.output()
+    password = match.group(1)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        login = http.post("/auth/login", json={"username": "admin", "password": password})
+        assert login.status_code == 200
+        token = login.json()["access_token"]
+        me = http.get("/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.json()["role"] == "admin"
+        malformed = http.post(
+            "/auth/login", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert malformed.status_code == 400 and malformed.json()["status_code"] == 400
+    server.restart()
+    assert server.output().count("Created the first user") == 1  # never again

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Response, current_app
 from quart_schema import validate_response
 
+from royal.auth import public
 from royal.readiness import run_checks
 
 bp = Blueprint("health", __name__)
@@ -23,6 +24,7 @@ def _ok() -> Response:
 
 
 @bp.get("/health")
+@public
 async def health() -> Response:
     """Legacy health check: `ok`.
 
@@ -32,12 +34,14 @@ async def health() -> Response:
 
 
 @bp.get("/healthz")
+@public
 async def healthz() -> Response:
     """Liveness: `ok` as text/plain while the process serves requests."""
     return _ok()
 
 
 @bp.get("/readyz")
+@public
 @validate_response(Readiness, 200)
 @validate_response(Readiness, 503)
 async def readyz() -> tuple[Readiness, int]:

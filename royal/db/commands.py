@@ -25,7 +25,7 @@ def db_command() -> None:
 def upgrade_command(info: ScriptInfo) -> None:
     """Apply pending migrations, printing each one."""
     app = info.load_app()
-    applied = _run(app, lambda db: migrations.migrate(db, progress=_announce))
+    applied = run_with_database(app, lambda db: migrations.migrate(db, progress=_announce))
     click.echo(f"Database is up to date ({len(applied)} migration(s) applied now).")
 
 
@@ -34,7 +34,7 @@ def upgrade_command(info: ScriptInfo) -> None:
 def status_command(info: ScriptInfo) -> None:
     """Show applied and pending migrations."""
     app = info.load_app()
-    state = _run(app, migrations.status)
+    state = run_with_database(app, migrations.status)
     click.echo(f"database: {app.extensions['royal.db'].url.obscure_password}")
     click.echo(f"applied:  {', '.join(f'{v:04d}' for v in state.applied) or 'none'}")
     click.echo(f"pending:  {', '.join(m.path.name for m in state.pending) or 'none'}")
@@ -44,7 +44,9 @@ def _announce(migration: migrations.Migration) -> None:
     click.echo(f"Applying {migration.path.name} ...")
 
 
-def _run(app: Quart, work: Callable[..., Awaitable[T]]) -> T:
+def run_with_database(app: Quart, work: Callable[..., Awaitable[T]]) -> T:
+    """Connect the app's Database, run ``work(db)``, disconnect: for CLI commands."""
+
     async def _inner() -> T:
         database = app.extensions["royal.db"]
         await database.connect()

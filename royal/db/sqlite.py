@@ -72,7 +72,16 @@ class ConnectionPool:
         self._open_lock = asyncio.Lock()
 
     async def _open(self, *, query_only: bool) -> aiosqlite.Connection:
-        connection = await aiosqlite.connect(self._path, isolation_level=None, uri=self._uri)
+        pending = aiosqlite.connect(self._path, isolation_level=None, uri=self._uri)
+        try:
+            connection = await pending
+        except BaseException:
+            # aiosqlite stops its thread without waiting; wait here, or the thread reports
+            # to an event loop that may be closed by then.
+            thread = getattr(pending, "_thread", None)
+            if thread is not None:
+                await asyncio.to_thread(thread.join, 5)
+            raise
         try:
             await connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             await connection.execute("PRAGMA foreign_keys = ON")

@@ -1,0 +1,153 @@
+"""The durable event log: the ``stream_events`` table is the source of truth and replay buffer.
+
+An event's row id is its SSE ``id:``. Readers follow the log with ``read_since(last_id)``, so
+ids must become visible in id order, or a reader that has seen id 7 would skip a 6 committed
+later. SQLite's single writer gives that for free. On PostgreSQL every append first takes one
+transaction-scoped advisory lock, so appends commit one at a time, in id order, and a
+``pg_notify`` carrying the new id goes out with the commit to wake the dispatchers.
+
+Because the lock is held until the *outer* transaction commits, append last in a transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from royal.json_provider import dumps_bytes
+
+if TYPE_CHECKING:
+    from royal.db import Database
+
+NOTIFY_CHANNEL = "royal_events"
+APPEND_LOCK_KEY = 0x726F79616C0001  # "royal" + 1: the advisory lock that orders appends
+_BATCH = 500  # rows per multi-row INSERT: 1,500 parameters, far below SQLite's limit
+_COLUMNS = "id, topic, event, data, created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    topic: str
+    event: str
+    data: str  # JSON text, serialised once and sent as is
+    created_at: str  # ISO-8601 UTC with milliseconds and a Z, on both dialects
+
+
+async def append(db: Database, topic: str, event: str, data: Any) -> StoredEvent:
+    """Store one event; inside the caller's transaction it commits (or not) with it."""
+    return (await append_many(db, [(topic, event, data)]))[0]
+
+
+async def append_many(db: Database, items: Sequence[tuple[str, str, Any]]) -> list[StoredEvent]:
+    """Store ``(topic, event, data)`` items in one transaction; returned in id order."""
+    if not items:
+        return []
+    if db.dialect != "postgres" and len(items) <= _BATCH:
+        return await _insert(db, items)  # one statement is atomic; the single writer orders ids
+    stored: list[StoredEvent] = []
+    async with db.transaction():
+        if db.dialect == "postgres":
+            await db.execute("SELECT pg_advisory_xact_lock(:key)", {"key": APPEND_LOCK_KEY})
+        for start in range(0, len(items), _BATCH):
+            stored.extend(await _insert(db, items[start : start + _BATCH]))
+        if db.dialect == "postgres":
+            # One wake-up per transaction is enough: dispatchers read everything after their cursor.
+            await db.execute(
+                "SELECT pg_notify(:channel, :payload)",
+                {"channel": NOTIFY_CHANNEL, "payload": str(stored[-1].id)},
+            )
+    return stored
+
+
+async def _insert(db: Database, items: Sequence[tuple[str, str, Any]]) -> list[StoredEvent]:
+    values: dict[str, Any] = {}
+    rows: list[str] = []
+    for n, (topic, event, data) in enumerate(items):
+        rows.append(f"(:topic{n}, :event{n}, :data{n})")
+        values[f"topic{n}"] = topic
+        values[f"event{n}"] = event
+        values[f"data{n}"] = dumps_bytes(data).decode()
+    records = await db.fetch_all(
+        f"""INSERT INTO stream_events (topic, event, data)
+                 VALUES {", ".join(rows)}
+              RETURNING {_COLUMNS}""",
+        values,
+    )
+    return sorted((_event(record) for record in records), key=lambda e: e.id)
+
+
+async def read_since(
+    db: Database, after_id: int, *, topics: Collection[str] | None = None, limit: int = 1000
+) -> list[StoredEvent]:
+    """Events with ``id > after_id`` (only ``topics`` when given), oldest first, at most limit."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    values: dict[str, Any] = {"after_id": after_id, "limit": limit}
+    topic_filter = ""
+    if topics is not None:
+        if not topics:
+            return []
+        names = [f"topic{n}" for n in range(len(topics))]
+        values.update(zip(names, topics, strict=True))
+        topic_filter = f"AND topic IN ({', '.join(':' + name for name in names)})"
+    records = await db.fetch_all(
+        f"""SELECT {_COLUMNS}
+              FROM stream_events
+             WHERE id > :after_id {topic_filter}
+             ORDER BY id
+             LIMIT :limit""",
+        values,
+    )
+    return [_event(record) for record in records]
+
+
+async def latest_id(db: Database) -> int:
+    """The newest stored id, 0 when the log is empty: a new subscriber's starting cursor."""
+    return int(await db.fetch_val("SELECT coalesce(max(id), 0) FROM stream_events"))
+
+
+async def oldest_id(db: Database) -> int | None:
+    """The oldest id still stored: a resume from before it has lost events to retention."""
+    value = await db.fetch_val("SELECT min(id) FROM stream_events")
+    return None if value is None else int(value)
+
+
+async def delete_older_than(db: Database, cutoff_seconds: float) -> int:
+    """Retention: delete events stored more than ``cutoff_seconds`` ago; returns how many."""
+    if db.dialect == "postgres":
+        deleted = await db.fetch_val(
+            """WITH deleted AS (
+                   DELETE FROM stream_events
+                    WHERE created_at < now() - make_interval(secs => :seconds)
+                RETURNING 1
+               )
+               SELECT count(*) FROM deleted""",
+            {"seconds": float(cutoff_seconds)},
+        )
+        return int(deleted)
+    # SQLite has no DML in a CTE; changes() on the same (writer) connection counts instead.
+    # The format is bound, not inline: `databases` %-formats the SQL text, so a literal % breaks.
+    async with db.transaction():
+        await db.execute(
+            """DELETE FROM stream_events
+                WHERE created_at < strftime(:format, 'now', :modifier)""",
+            {"format": "%Y-%m-%dT%H:%M:%fZ", "modifier": f"{-float(cutoff_seconds):+.3f} seconds"},
+        )
+        return int(await db.fetch_val("SELECT changes()"))
+
+
+def _event(record: Any) -> StoredEvent:
+    created_at = record["created_at"]
+    if isinstance(created_at, datetime):  # asyncpg returns timestamptz as an aware datetime
+        created_at = created_at.astimezone(UTC).isoformat(timespec="milliseconds")
+        created_at = created_at.replace("+00:00", "Z")
+    return StoredEvent(
+        id=int(record["id"]),
+        topic=record["topic"],
+        event=record["event"],
+        data=record["data"],
+        created_at=created_at,
+    )
