@@ -7,9 +7,10 @@ from quart_schema import QuartSchema
 
 from royal import auth, db, errors, login_limits, request_id, security
 from royal.blueprints import auth as auth_bp
-from royal.blueprints import health
+from royal.blueprints import health, live
 from royal.config import ConfigSource, load_config
 from royal.json_provider import OrjsonProvider
+from royal.streams import extension as streams
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ def create_app(config: ConfigSource = None) -> Quart:
     security.init_app(app)
     login_limits.init_app(app)
     auth.init_app(app)
+    streams.init_app(app)
     QuartSchema(
         app,
         info={"title": "Royal", "version": __version__},
@@ -35,4 +37,5 @@ def create_app(config: ConfigSource = None) -> Quart:
 
     app.register_blueprint(health.bp)
     app.register_blueprint(auth_bp.bp, url_prefix="/auth")
+    app.register_blueprint(live.bp)
     return app

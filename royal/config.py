@@ -50,6 +50,22 @@ class Config:
     LOGIN_RATE_LIMIT_ACCOUNT = [10, 60]  # attempts per seconds, per username
     LOGIN_RATE_LIMIT_CLIENT = [30, 60]  # attempts per seconds, per client address
 
+    # The realtime layer (royal.streams).
+    STREAM_TOPICS = ["alerts", "events", "jobs", "metrics", "system"]
+    STREAM_EPHEMERAL_TOPICS = ["metrics"]  # never stored: a slow reader gets the newest value
+    STREAM_SUBSCRIBER_BUFFER = (
+        1000  # events buffered per subscriber before it catches up from the log
+    )
+    STREAM_REPLAY_PAGE = 500  # events read from the log per query when replaying
+    STREAM_HEARTBEAT_SECONDS = 15.0  # SSE comment sent on an idle stream
+    STREAM_RETRY_MS = 3000  # the SSE retry: hint (client reconnection delay)
+    STREAM_POLL_SECONDS = 0.25  # SQLite: how often to look for events from other processes
+    STREAM_FALLBACK_POLL_SECONDS = 5.0  # PostgreSQL: the poll behind LISTEN/NOTIFY
+    STREAM_RETENTION_SECONDS = 7 * 24 * 3600  # events older than this are deleted
+    STREAM_RETENTION_INTERVAL_SECONDS = 300.0
+    WS_MAX_SUBSCRIPTIONS = 32  # subscribe messages held open per WebSocket
+    WS_MAX_MESSAGES_PER_SECOND = 50  # a client sending faster is closed with 1008
+
     # Browsers and proxies (royal.security).
     CORS_ORIGINS: list[str] = []  # exact origins allowed to call the API from a browser
     CORS_ALLOW_CREDENTIALS = True

@@ -1,4 +1,4 @@
-"""Helpers for testing Royal, and apps built on it, over real sockets.
+"""Helpers for testing Royal, and apps built on it, over real sockets (needs the test extra).
 
 ``LiveServer`` runs ``royal serve`` (real Hypercorn, any number of workers) in a subprocess on a
 socket it binds itself on 127.0.0.1, so there is no race for a free port and a restarted server
@@ -7,6 +7,8 @@ keeps the same address.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -16,9 +18,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+from royal.streams.sse import ParsedEvent, SSEParser
 
 
 class LiveServer:
@@ -126,3 +135,151 @@ class LiveServer:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class SSEClient:
+    """Reads a Royal SSE stream over real HTTP, and resumes it from the last id it saw.
+
+    ``async with SSEClient(url, token=...) as stream: events = await stream.read(10)``
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        last_event_id: str | int | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.parser = SSEParser()
+        self.parser.last_event_id = None if last_event_id is None else str(last_event_id)
+        self.response: httpx.Response | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._pending: list[ParsedEvent] = []
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self.parser.last_event_id
+
+    async def __aenter__(self) -> SSEClient:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> SSEClient:
+        headers = {"Accept": "text/event-stream", **self.headers}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.last_event_id is not None:
+            headers["Last-Event-ID"] = self.last_event_id
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout, read=None))
+        request = self._client.build_request("GET", self.url, headers=headers)
+        self.response = await self._client.send(request, stream=True)
+        self._chunks = self.response.aiter_raw()
+        return self
+
+    async def read(self, count: int, timeout: float | None = None) -> list[ParsedEvent]:
+        """The next ``count`` events; raises TimeoutError (naming how many came) if they don't."""
+        assert self._chunks is not None, "open() first"
+        events: list[ParsedEvent] = []
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while len(events) < count:
+            if self._pending:
+                events.append(self._pending.pop(0))
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"got {len(events)} of {count} events")
+            try:
+                chunk = await asyncio.wait_for(anext(self._chunks), remaining)
+            except StopAsyncIteration:
+                raise EOFError(f"stream ended after {len(events)} of {count} events") from None
+            except TimeoutError:
+                raise TimeoutError(f"got {len(events)} of {count} events") from None
+            self._pending.extend(self.parser.feed(chunk))
+        return events
+
+    async def read_until_closed(self, timeout: float | None = None) -> list[ParsedEvent]:
+        """Every event until the server ends the stream."""
+        assert self._chunks is not None, "open() first"
+
+        async def drain() -> list[ParsedEvent]:
+            assert self._chunks is not None
+            events, self._pending = self._pending, []
+            async for chunk in self._chunks:
+                events.extend(self.parser.feed(chunk))
+            return events
+
+        return await asyncio.wait_for(drain(), self.timeout if timeout is None else timeout)
+
+    async def close(self) -> None:
+        if self.response is not None:
+            await self.response.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+        self.response, self._client, self._chunks = None, None, None
+
+    async def resume(self) -> SSEClient:
+        """Drop this connection and open a new one from the last id received."""
+        await self.close()
+        self._pending = []
+        return await self.open()
+
+
+class WSClient:
+    """Speaks Royal's /ws protocol over a real WebSocket."""
+
+    def __init__(self, url: str, *, token: str | None = None, origin: str | None = None) -> None:
+        self.url = url
+        self.token = token
+        self.origin = origin
+        self.connection: ClientConnection | None = None
+
+    async def __aenter__(self) -> WSClient:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.connection = await ws_connect(
+            self.url,
+            additional_headers=headers,
+            origin=self.origin,  # type: ignore[arg-type]
+            max_size=None,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        assert self.connection is not None
+        await self.connection.send(json.dumps(message))
+
+    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
+        assert self.connection is not None
+        message: dict[str, Any] = json.loads(
+            await asyncio.wait_for(self.connection.recv(), timeout)
+        )
+        return message
+
+    async def subscribe(
+        self, topics: list[str], last_event_id: int | None = None
+    ) -> dict[str, Any]:
+        """Subscribe and wait for the acknowledgement (or the error)."""
+        await self.send({"type": "subscribe", "topics": topics, "last_event_id": last_event_id})
+        return await self.receive()
+
+    async def events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The next ``count`` ``event`` messages (other messages are skipped)."""
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(events) < count:
+            message = await self.receive(max(deadline - time.monotonic(), 0.001))
+            if message.get("type") == "event":
+                events.append(message)
+        return events

@@ -115,30 +115,6 @@ async def oldest_id(db: Database) -> int | None:
     return None if value is None else int(value)
 
 
-async def delete_older_than(db: Database, cutoff_seconds: float) -> int:
-    """Retention: delete events stored more than ``cutoff_seconds`` ago; returns how many."""
-    if db.dialect == "postgres":
-        deleted = await db.fetch_val(
-            """WITH deleted AS (
-                   DELETE FROM stream_events
-                    WHERE created_at < now() - make_interval(secs => :seconds)
-                RETURNING 1
-               )
-               SELECT count(*) FROM deleted""",
-            {"seconds": float(cutoff_seconds)},
-        )
-        return int(deleted)
-    # SQLite has no DML in a CTE; changes() on the same (writer) connection counts instead.
-    # The format is bound, not inline: `databases` %-formats the SQL text, so a literal % breaks.
-    async with db.transaction():
-        await db.execute(
-            """DELETE FROM stream_events
-                WHERE created_at < strftime(:format, 'now', :modifier)""",
-            {"format": "%Y-%m-%dT%H:%M:%fZ", "modifier": f"{-float(cutoff_seconds):+.3f} seconds"},
-        )
-        return int(await db.fetch_val("SELECT changes()"))
-
-
 def _event(record: Any) -> StoredEvent:
     created_at = record["created_at"]
     if isinstance(created_at, datetime):  # asyncpg returns timestamptz as an aware datetime

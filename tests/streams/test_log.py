@@ -13,7 +13,7 @@ import pytest
 
 from royal.db import Database, connect_database, migrate
 from royal.json_provider import dumps_bytes
-from royal.streams import log
+from royal.streams import log, retention
 
 ISO_UTC_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -112,12 +112,14 @@ async def test_retention_deletes_old_events_and_ids_are_never_reused(database: D
             "UPDATE stream_events SET created_at = '2000-01-01T00:00:00.000Z' WHERE id <= :id"
         )
     await database.execute(backdate, {"id": stored[1].id})
-    assert await log.delete_older_than(database, 3600) == 2
-    assert await log.delete_older_than(database, 3600) == 0
+    assert await retention.apply_retention(database, 3600) == 2
+    assert await retention.deleted_through(database) == stored[1].id
+    assert await retention.apply_retention(database, 3600) == 0
     assert await log.oldest_id(database) == stored[2].id
     assert await log.latest_id(database) == stored[-1].id
     assert await log.read_since(database, 0) == stored[2:]
-    assert await log.delete_older_than(database, -60) == 3  # a cutoff in the future: all
+    assert await retention.apply_retention(database, -60) == 3  # a cutoff in the future: all
+    assert await retention.deleted_through(database) == stored[-1].id
     assert await log.latest_id(database) == 0 and await log.oldest_id(database) is None
     after = await log.append(database, "t", "e", "again")
     assert after.id > stored[-1].id

@@ -1,0 +1,124 @@
+"""The realtime endpoints: SSE streams, publishing, and the /ws WebSocket."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from pydantic import BaseModel, Field
+from quart import Blueprint, Response, current_app, request, websocket
+from quart_schema import validate_request, validate_response
+
+from royal.auth import current_identity, get_revocations, roles_required
+from royal.errors import APIError
+from royal.streams import ws
+from royal.streams.extension import get_broker
+from royal.streams.sse import HEADERS
+from royal.streams.sse_stream import event_stream
+from royal.streams.topics import TopicError, TopicForbidden
+
+bp = Blueprint("live", __name__)
+
+
+class PublishIn(BaseModel):
+    event: str = Field("message", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    data: Any = Field(description="Any JSON value; subscribers receive it as is.")
+
+
+class Published(BaseModel):
+    id: int | None = Field(description="The event id (None on ephemeral topics).")
+    topic: str
+    event: str
+
+
+async def _topics(raw: list[str], access: str) -> list[str]:
+    """Parse and authorise topics, as 400/403 JSON errors."""
+    broker = get_broker()
+    try:
+        topics = broker.topics.parse(raw)
+        await broker.topics.authorize(current_identity(), topics, access)  # type: ignore[arg-type]
+    except TopicError as error:
+        raise APIError(400, "BAD_TOPIC", str(error)) from None
+    except TopicForbidden as error:
+        raise APIError(403, "TOPIC_FORBIDDEN", f"You may not {access} {error}.") from None
+    return topics
+
+
+def _require_ready() -> None:
+    if not get_broker().ready:
+        raise APIError(
+            503,
+            "STREAMS_UNAVAILABLE",
+            "The event log is not reachable yet.",
+            headers={"Retry-After": "5"},
+        )
+
+
+def _last_event_id() -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise APIError(400, "BAD_LAST_EVENT_ID", "Last-Event-ID is an event id (an integer).")
+    return int(raw)
+
+
+@bp.get("/streams/<topics>")
+async def stream(topics: str) -> Response:
+    """Server-Sent Events for one or more topics (comma-separated, or repeated `?topic=`).
+
+    Resume exactly with the `Last-Event-ID` header (or `?last_event_id=` for clients that
+    cannot set headers): events after it are replayed from the log, then live ones follow.
+    Frames: `id:` (the event id), `event:` (its name), `data:` (its JSON). A `reset` event
+    says that events before its id are gone (retention). Idle streams carry a `: ping` comment.
+    """
+    names = await _topics([topics, *request.args.getlist("topic")], "read")
+    last_event_id = _last_event_id()
+    _require_ready()
+    config = current_app.config
+    identity = current_identity()
+    watcher = get_revocations()
+    body = event_stream(
+        get_broker(),
+        names,
+        last_event_id,
+        heartbeat_seconds=config["STREAM_HEARTBEAT_SECONDS"],
+        retry_ms=config["STREAM_RETRY_MS"],
+        watch=lambda on_revoked: watcher.watch(identity.token_id, on_revoked),
+    )
+    response = Response(body, headers=dict(HEADERS))
+    response.timeout = None  # this stream only: never cut by RESPONSE_TIMEOUT
+    return response
+
+
+@bp.post("/streams/<topic>")
+@roles_required("operator")
+@validate_request(PublishIn)
+@validate_response(Published, 201)
+async def publish(topic: str, data: PublishIn) -> tuple[Published, int]:
+    """Publish a JSON event on a topic (operators); returns its id.
+
+    Durable topics store the event first, so every subscriber, on any worker, gets it in order
+    and a reconnecting client can replay it.
+    """
+    (name,) = await _topics([topic], "publish")
+    event = await get_broker().publish(name, data.event, data.data)
+    return Published(id=event.id, topic=name, event=data.event), 201
+
+
+@bp.websocket("/ws")
+async def live_socket() -> None:
+    """WebSocket: subscribe, unsubscribe and ping; events in the same envelope as SSE."""
+    identity = current_identity()  # authenticated before the handshake is accepted
+    _require_ready()
+    config = current_app.config
+    watcher = get_revocations()
+    await websocket.accept()
+    session = ws.Session(
+        cast(ws.Channel, websocket),
+        get_broker(),
+        identity,
+        max_message_bytes=config["WS_MAX_MESSAGE_BYTES"],
+        max_subscriptions=config["WS_MAX_SUBSCRIPTIONS"],
+        max_messages_per_second=config["WS_MAX_MESSAGES_PER_SECOND"],
+    )
+    await session.serve(lambda on_revoked: watcher.watch(identity.token_id, on_revoked))

@@ -1,0 +1,80 @@
+"""Wire the realtime layer into an app: one broker, dispatcher and (on PostgreSQL) listener."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Coroutine
+from typing import Any
+
+from quart import Quart, current_app
+
+from royal import readiness
+from royal.streams.broker import Broker
+from royal.streams.dispatcher import Dispatcher
+from royal.streams.listener import PostgresListener
+from royal.streams.log import NOTIFY_CHANNEL
+from royal.streams.retention import run_retention
+from royal.streams.topics import Topics
+
+
+def init_app(app: Quart) -> None:
+    config = app.config
+    db = app.extensions["royal.db"]
+    topics = Topics(config["STREAM_TOPICS"], config["STREAM_EPHEMERAL_TOPICS"])
+    broker = Broker(
+        db,
+        topics,
+        buffer_size=config["STREAM_SUBSCRIBER_BUFFER"],
+        replay_page=config["STREAM_REPLAY_PAGE"],
+    )
+    on_postgres = db.dialect == "postgres"
+    dispatcher = Dispatcher(
+        db,
+        broker,
+        poll_seconds=config[
+            "STREAM_FALLBACK_POLL_SECONDS" if on_postgres else "STREAM_POLL_SECONDS"
+        ],
+    )
+    listener = (
+        PostgresListener(
+            config["DATABASE_URL"],
+            NOTIFY_CHANNEL,
+            dispatcher.wake,
+            fallback_poll_seconds=config["STREAM_FALLBACK_POLL_SECONDS"],
+        )
+        if on_postgres
+        else None
+    )
+    app.extensions["royal.broker"] = broker
+    app.extensions["royal.stream_listener"] = listener
+
+    async def _check() -> dict[str, Any]:
+        if listener is None:
+            return {"mode": "poll", "poll_seconds": config["STREAM_POLL_SECONDS"]}
+        if not listener.connected:
+            raise RuntimeError(f"LISTEN connection down: {listener.last_error}")
+        return {"mode": "listen", **listener.status()}
+
+    readiness.add_check(app, "streams", _check)
+
+    @app.while_serving
+    async def _serve_streams() -> AsyncGenerator[None, None]:
+        jobs: list[Coroutine[Any, Any, None]] = [
+            dispatcher.run(),
+            run_retention(
+                db, config["STREAM_RETENTION_SECONDS"], config["STREAM_RETENTION_INTERVAL_SECONDS"]
+            ),
+        ]
+        if listener is not None:
+            jobs.append(listener.run())
+        tasks = [asyncio.create_task(job, name="royal-streams") for job in jobs]
+        yield
+        broker.close("shutdown")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def get_broker() -> Broker:
+    broker: Broker = current_app.extensions["royal.broker"]
+    return broker

@@ -1,0 +1,221 @@
+"""The WebSocket protocol of ``/ws``: JSON messages in, event envelopes out.
+
+Client messages: ``{"type": "subscribe", "topics": [...], "last_event_id": 42}``,
+``{"type": "unsubscribe", "topics": [...]}`` and ``{"type": "ping"}``. The server sends
+``subscribed``, ``unsubscribed``, ``pong``, ``event`` envelopes (the same fields as an SSE
+frame, the same bytes for every subscriber) and ``error`` with a code. A bad message gets an
+``error``, not a dropped connection; a flood closes with 1008 and an oversized message with 1009.
+
+Each subscribe is one subscription in id order; resume it with the last id received on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Annotated, Any, Literal, Protocol
+
+import orjson
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from royal.services.tokens import Identity
+from royal.streams.broker import Broker, Subscription
+from royal.streams.topics import TopicError, TopicForbidden
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+
+class Channel(Protocol):
+    async def receive(self) -> str | bytes: ...
+    async def send(self, data: str | bytes) -> None: ...
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+class Subscribe(BaseModel):
+    type: Literal["subscribe"]
+    topics: list[str] = Field(min_length=1, max_length=32)
+    last_event_id: int | None = Field(None, ge=0)
+
+
+class Unsubscribe(BaseModel):
+    type: Literal["unsubscribe"]
+    topics: list[str] = Field(min_length=1, max_length=32)
+
+
+class Ping(BaseModel):
+    type: Literal["ping"]
+    data: Any = None
+
+
+ClientMessage = Annotated[Subscribe | Unsubscribe | Ping, Field(discriminator="type")]
+_parse = TypeAdapter(ClientMessage).validate_python
+
+Watch = Callable[[Callable[[], None]], AbstractContextManager[object]]
+
+
+class Session:
+    """One open WebSocket: its subscriptions, their pump tasks, and one writer at a time."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        broker: Broker,
+        identity: Identity,
+        *,
+        max_message_bytes: int,
+        max_subscriptions: int,
+        max_messages_per_second: float,
+    ) -> None:
+        self.channel = channel
+        self.broker = broker
+        self.identity = identity
+        self.max_message_bytes = max_message_bytes
+        self.max_subscriptions = max_subscriptions
+        self.rate = max_messages_per_second
+        self._allowance = max_messages_per_second
+        self._last_check = time.monotonic()
+        self._pumps: dict[frozenset[str], asyncio.Task[None]] = {}
+        self._send_lock = asyncio.Lock()
+        self._ended = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+
+    async def send(self, message: bytes | dict[str, Any]) -> None:
+        data = message if isinstance(message, bytes) else orjson.dumps(message)
+        async with self._send_lock:
+            await self.channel.send(data.decode())
+
+    async def error(self, code: str, message: str) -> None:
+        await self.send({"type": "error", "code": code, "message": message})
+
+    def end(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+        self._ended.set()
+
+    async def serve(self, watch: Watch) -> None:
+        """Run until the client leaves, the token dies or the server shuts down."""
+        self.broker.counters.ws_open += 1
+        receiver = asyncio.create_task(self._receive_loop())
+        ended = asyncio.create_task(self._ended.wait())
+        try:
+            with watch(lambda: self.end(CLOSE_POLICY, "token revoked")):
+                await asyncio.wait({receiver, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.broker.counters.ws_open -= 1
+            for task in (receiver, ended, *self._pumps.values()):
+                task.cancel()
+            await asyncio.gather(receiver, ended, *self._pumps.values(), return_exceptions=True)
+        if self._close is not None:
+            await self.channel.close(*self._close)
+        elif receiver.done() and not receiver.cancelled() and receiver.exception():
+            raise receiver.exception()  # type: ignore[misc]
+
+    async def _receive_loop(self) -> None:
+        while True:
+            raw = await self.channel.receive()
+            size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+            if size > self.max_message_bytes:
+                self.end(CLOSE_TOO_BIG, "message too big")
+                return
+            if not self._take_token():
+                self.end(CLOSE_POLICY, "too many messages")
+                return
+            await self._handle(raw)
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._allowance = min(self.rate, self._allowance + (now - self._last_check) * self.rate)
+        self._last_check = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
+    async def _handle(self, raw: str | bytes) -> None:
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            await self.error("bad_json", "Messages are JSON objects.")
+            return
+        if not isinstance(payload, dict) or payload.get("type") not in (
+            "subscribe",
+            "unsubscribe",
+            "ping",
+        ):
+            await self.error("unknown_type", "type is one of subscribe, unsubscribe, ping.")
+            return
+        try:
+            message = _parse(payload)
+        except ValidationError as error:
+            detail = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+            )
+            await self.error("bad_message", detail)
+            return
+        if isinstance(message, Ping):
+            await self.send({"type": "pong", "data": message.data})
+        elif isinstance(message, Subscribe):
+            await self._subscribe(message)
+        else:
+            await self._unsubscribe(message)
+
+    async def _subscribe(self, message: Subscribe) -> None:
+        try:
+            topics = self.broker.topics.parse(message.topics)
+            await self.broker.topics.authorize(self.identity, topics, "read")
+        except TopicError as error:
+            await self.error("unknown_topic", str(error))
+            return
+        except TopicForbidden as error:
+            await self.error("forbidden", f"You may not read {error}.")
+            return
+        held = {topic for key in self._pumps for topic in key}
+        if held & set(topics):
+            await self.error(
+                "already_subscribed", f"Already subscribed: {sorted(held & set(topics))}"
+            )
+            return
+        if len(held) + len(topics) > self.max_subscriptions:
+            await self.error("too_many_subscriptions", f"At most {self.max_subscriptions} topics.")
+            return
+        registered, acknowledged = asyncio.Event(), asyncio.Event()
+        self._pumps[frozenset(topics)] = asyncio.create_task(
+            self._pump(topics, message.last_event_id, registered, acknowledged)
+        )
+        await registered.wait()  # live events from now on are ours
+        await self.send({"type": "subscribed", "topics": topics})
+        acknowledged.set()  # the acknowledgement goes out before the first event
+
+    async def _unsubscribe(self, message: Unsubscribe) -> None:
+        removed: list[str] = []
+        for key in [key for key in self._pumps if key & set(message.topics)]:
+            self._pumps.pop(key).cancel()
+            removed.extend(sorted(key))
+        if not removed:
+            await self.error("not_subscribed", f"Not subscribed to {message.topics}.")
+            return
+        await self.send({"type": "unsubscribed", "topics": removed})
+
+    async def _pump(
+        self,
+        topics: list[str],
+        last_event_id: int | None,
+        registered: asyncio.Event,
+        acknowledged: asyncio.Event,
+    ) -> None:
+        async with self.broker.subscribe(topics, last_event_id) as subscription:
+            registered.set()
+            await acknowledged.wait()
+            await self._forward(subscription)
+
+    async def _forward(self, subscription: Subscription) -> None:
+        async for batch in subscription:
+            for event in batch:
+                await self.send(event.ws)
+            self.broker.counters.delivered += len(batch)
+        if subscription.closed == "shutdown":
+            self.end(CLOSE_GOING_AWAY, "server shutting down")
