@@ -3,17 +3,19 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from royal import create_app
-from royal.db import Database
+from royal.db import Database, connect_database
 from royal.passwords import HashParameters, Passwords
 from royal.services import tokens, users
 from royal.testing import LiveServer
@@ -139,3 +141,72 @@ async def _tokens(app: Quart, db: Database, password_hash: str) -> dict[str, str
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class LiveRoyal:
+    """A running Royal (real Hypercorn) plus a bearer token for a user of each role."""
+
+    server: LiveServer
+    database_url: str
+    tokens: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def ws_url(self) -> str:
+        return self.server.url.replace("http://", "ws://") + "/ws"
+
+    def headers(self, role: str = "operator") -> dict[str, str]:
+        return bearer(self.tokens[role])
+
+    async def publish(self, topic: str, data: Any, event: str = "message") -> int:
+        """Publish through the HTTP API as an operator; returns the event id."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+            response = await http.post(
+                f"/streams/{topic}", json={"event": event, "data": data}, headers=self.headers()
+            )
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    async def stats(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+            response = await http.get("/streams", headers=self.headers("viewer"))
+        result: dict[str, Any] = response.json()
+        return result
+
+
+async def seed_users(database_url: str, password_hash: str) -> dict[str, str]:
+    """Create (or reuse) a user per role plus ``other``; returns fresh bearer tokens."""
+    database = connect_database(database_url)
+    issued: dict[str, str] = {}
+    async with database:
+        for name, role in [*((r, r) for r in ROLES), ("other", "viewer")]:
+            user = await users.select_user_by_name(database, name)
+            if user is None:
+                user = await users.insert_user(database, name, password_hash, role)  # type: ignore[arg-type]
+            issued[name] = (await tokens.issue_token(database, user.id, "access", 3600)).token
+    return issued
+
+
+@pytest.fixture(name="live_royal")
+def _live_royal(
+    live_server: Callable[..., LiveServer], sqlite_url: str, password_hash: str
+) -> Callable[..., Awaitable[LiveRoyal]]:
+    """``await live_royal(workers=1, env={...}, database_url=None)``: Royal on 127.0.0.1 with
+    a user of each role.
+
+    The database defaults to the test's SQLite file; pass ``postgres_url`` for PostgreSQL.
+    """
+
+    async def start(
+        *, workers: int = 1, env: dict[str, str] | None = None, database_url: str | None = None
+    ) -> LiveRoyal:
+        url = database_url or sqlite_url
+        env = {"ROYAL_DATABASE_URL": url, **(env or {})}
+        server = await asyncio.to_thread(live_server, workers=workers, env=env)
+        return LiveRoyal(server, url, await seed_users(url, password_hash))
+
+    return start

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any, cast
 
 from pydantic import BaseModel, Field
@@ -22,6 +24,18 @@ bp = Blueprint("live", __name__)
 class PublishIn(BaseModel):
     event: str = Field("message", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     data: Any = Field(description="Any JSON value; subscribers receive it as is.")
+
+
+class StreamStats(BaseModel):
+    worker_pid: int
+    ready: bool
+    topics: list[str]
+    ephemeral_topics: list[str]
+    subscriber_buffer: int
+    counters: dict[str, int]
+    listener: dict[str, Any] | None = Field(
+        description="PostgreSQL LISTEN connection: connected, reconnects, last_error."
+    )
 
 
 class Published(BaseModel):
@@ -60,6 +74,24 @@ def _last_event_id() -> int | None:
     if not raw.isdigit():
         raise APIError(400, "BAD_LAST_EVENT_ID", "Last-Event-ID is an event id (an integer).")
     return int(raw)
+
+
+@bp.get("/streams")
+@validate_response(StreamStats)
+async def stream_stats() -> StreamStats:
+    """This worker's realtime layer: topics, open streams and counters since start."""
+    broker = get_broker()
+    return StreamStats(
+        worker_pid=os.getpid(),
+        ready=broker.ready,
+        topics=sorted(broker.topics.names),
+        ephemeral_topics=sorted(broker.topics.ephemeral),
+        subscriber_buffer=broker.buffer_size,
+        counters=dataclasses.asdict(broker.counters),
+        listener=listener.status()
+        if (listener := current_app.extensions["royal.stream_listener"])
+        else None,
+    )
 
 
 @bp.get("/streams/<topics>")

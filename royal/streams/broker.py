@@ -44,7 +44,6 @@ class StreamCounters:
     replayed: int = 0
     catchups: int = 0
     resets: int = 0
-    listener_reconnects: int = 0
 
 
 class StreamsUnavailable(RuntimeError):
