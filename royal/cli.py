@@ -56,7 +56,8 @@ def serve_command(
 ) -> None:
     """Serve Royal with Hypercorn (migrates first; the first run creates the admin user)."""
     from hypercorn.config import Config as HypercornConfig
-    from hypercorn.run import run
+
+    from royal.server import serve
 
     app = info.load_app()
     database = app.extensions["royal.db"]
@@ -73,7 +74,7 @@ def serve_command(
     if workers is not None:
         config.workers = workers
     config.application_path = APPLICATION_PATH
-    sys.exit(run(config))
+    sys.exit(serve(config))
 
 
 async def _prepare(database: Database, passwords: Passwords, migrate: bool) -> None:

@@ -127,4 +127,3 @@ async def test_route_answers_each_caller_as_declared(
             headers["Authorization"] = f"Bearer {token}"
         observed[caller] = await status_of(client, case, headers)
     assert observed == case.expected
-

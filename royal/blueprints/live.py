@@ -152,5 +152,6 @@ async def live_socket() -> None:
         max_message_bytes=config["WS_MAX_MESSAGE_BYTES"],
         max_subscriptions=config["WS_MAX_SUBSCRIPTIONS"],
         max_messages_per_second=config["WS_MAX_MESSAGES_PER_SECOND"],
+        heartbeat_seconds=config["STREAM_HEARTBEAT_SECONDS"],
     )
     await session.serve(lambda on_revoked: watcher.watch(identity.token_id, on_revoked))

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +167,7 @@ class Broker:
         self._latest: dict[str, Event] = {}  # the newest ephemeral value per topic
         self._wake_dispatcher: Callable[[], None] | None = None
         self._closed = False
+        self._on_close: set[Callable[[], None]] = set()
         self.cursor: int | None = None  # the last log id dispatched here; None before start
 
     @property
@@ -256,9 +257,23 @@ class Broker:
         subscription.last_id = restart_from
         return [Event("", RESET, dumps_bytes(data).decode(), restart_from)]
 
+    @contextmanager
+    def on_close(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Call ``callback`` if the broker closes while the block runs (a WebSocket with no
+        subscription still has to be told the server is going away)."""
+        if self._closed:
+            callback()
+        self._on_close.add(callback)
+        try:
+            yield
+        finally:
+            self._on_close.discard(callback)
+
     def close(self, reason: str = "shutdown") -> None:
         """End every subscription (their streams finish with a retry hint) and refuse new ones."""
         self._closed = True
+        for callback in list(self._on_close):
+            callback()
         for subscribers in list(self._by_topic.values()):
             for subscription in list(subscribers):
                 subscription.close(reason)

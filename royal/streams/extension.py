@@ -75,6 +75,18 @@ def init_app(app: Quart) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def drain(app: Quart, timeout: float) -> None:
+    """End every open stream (SSE gets a retry hint, WebSockets 1001) and wait for them to go,
+    at most ``timeout`` seconds: the first step of a graceful shutdown."""
+    broker: Broker = app.extensions["royal.broker"]
+    broker.close("shutdown")
+    deadline = asyncio.get_running_loop().time() + timeout
+    while broker.counters.sse_open + broker.counters.ws_open > 0:
+        if asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.02)
+
+
 def get_broker() -> Broker:
     broker: Broker = current_app.extensions["royal.broker"]
     return broker

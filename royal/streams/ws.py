@@ -2,7 +2,7 @@
 
 Client messages: ``{"type": "subscribe", "topics": [...], "last_event_id": 42}``,
 ``{"type": "unsubscribe", "topics": [...]}`` and ``{"type": "ping"}``. The server sends
-``subscribed``, ``unsubscribed``, ``pong``, ``event`` envelopes (the same fields as an SSE
+``subscribed``, ``unsubscribed``, ``pong``, ``heartbeat`` (every 15 s), ``event`` envelopes (the same fields as an SSE
 frame, the same bytes for every subscriber) and ``error`` with a code. A bad message gets an
 ``error``, not a dropped connection; a flood closes with 1008 and an oversized message with 1009.
 
@@ -51,6 +51,7 @@ class Ping(BaseModel):
     data: Any = None
 
 
+_HEARTBEAT = b'{"type":"heartbeat"}'
 ClientMessage = Annotated[Subscribe | Unsubscribe | Ping, Field(discriminator="type")]
 _parse = TypeAdapter(ClientMessage).validate_python
 
@@ -69,6 +70,7 @@ class Session:
         max_message_bytes: int,
         max_subscriptions: int,
         max_messages_per_second: float,
+        heartbeat_seconds: float = 15.0,
     ) -> None:
         self.channel = channel
         self.broker = broker
@@ -76,6 +78,7 @@ class Session:
         self.max_message_bytes = max_message_bytes
         self.max_subscriptions = max_subscriptions
         self.rate = max_messages_per_second
+        self.heartbeat_seconds = heartbeat_seconds
         self._allowance = max_messages_per_second
         self._last_check = time.monotonic()
         self._pumps: dict[frozenset[str], asyncio.Task[None]] = {}
@@ -101,18 +104,29 @@ class Session:
         self.broker.counters.ws_open += 1
         receiver = asyncio.create_task(self._receive_loop())
         ended = asyncio.create_task(self._ended.wait())
+        heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            with watch(lambda: self.end(CLOSE_POLICY, "token revoked")):
+            with (
+                watch(lambda: self.end(CLOSE_POLICY, "token revoked")),
+                self.broker.on_close(lambda: self.end(CLOSE_GOING_AWAY, "server shutting down")),
+            ):
                 await asyncio.wait({receiver, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.broker.counters.ws_open -= 1
-            for task in (receiver, ended, *self._pumps.values()):
+            tasks = (receiver, ended, heartbeat, *self._pumps.values())
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(receiver, ended, *self._pumps.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._close is not None:
             await self.channel.close(*self._close)
         elif receiver.done() and not receiver.cancelled() and receiver.exception():
             raise receiver.exception()  # type: ignore[misc]
+
+    async def _heartbeat(self) -> None:
+        """Keep proxies from timing the socket out, and find dead peers by writing to them."""
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            await self.send(_HEARTBEAT)
 
     async def _receive_loop(self) -> None:
         while True:

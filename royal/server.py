@@ -1,0 +1,116 @@
+"""Run Royal's workers under Hypercorn, with a drain on shutdown and respawn on crash.
+
+Hypercorn tells an app about shutdown only after its graceful timeout, when open SSE and
+WebSocket streams have already been cut (and on Python 3.12+ it may wait on them forever,
+hypercorn#308). Royal's workers therefore get their own shutdown trigger: on SIGTERM/SIGINT
+each worker first ends its streams (SSE with a short retry hint, WebSockets with 1001), then
+lets Hypercorn stop accepting and finish in-flight requests. A worker that dies unexpectedly
+(a crash, the OOM killer, SIGKILL) is started again; its jobs' leases let another take over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from multiprocessing import get_context
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as EventType
+from typing import Any
+
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+
+logger = logging.getLogger("royal.server")
+RESPAWN_DELAY_SECONDS = 1.0
+
+
+def serve(config: Config) -> int:
+    """Start ``config.workers`` worker processes and supervise them until a signal."""
+    sockets = config.create_sockets()
+    context = get_context("spawn")
+    shutdown = context.Event()
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        shutdown.set()
+
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), _stop)
+
+    def _start() -> BaseProcess:
+        process = context.Process(
+            target=run_worker,
+            kwargs={"config": config, "sockets": sockets, "shutdown_event": shutdown},
+        )
+        process.start()
+        return process
+
+    processes = {_start(): time.monotonic() for _ in range(max(1, config.workers))}
+    exit_code = 0
+    quick_failures = 0
+    while processes:
+        wait([process.sentinel for process in processes], timeout=1.0)
+        for process in [p for p in processes if not p.is_alive()]:
+            started = processes.pop(process)
+            if process.exitcode in (0, None):
+                continue
+            exit_code = 1
+            # A worker that dies at once (bad config, unreachable code) would die again.
+            quick_failures = quick_failures + 1 if time.monotonic() - started < 10 else 1
+            if stopping or quick_failures >= 3:
+                _stop()
+                continue
+            logger.error(
+                "worker %s exited with %s; starting another", process.pid, process.exitcode
+            )
+            time.sleep(RESPAWN_DELAY_SECONDS)
+            processes[_start()] = time.monotonic()
+            exit_code = 0
+        if stopping:
+            deadline = time.monotonic() + config.graceful_timeout + 5
+            for process in processes:
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+                    exit_code = 1
+            break
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+        sock.close()
+    return exit_code
+
+
+def run_worker(config: Config, sockets: Sockets, shutdown_event: EventType) -> None:
+    """One worker process: build the app, serve until the shutdown event, drain first."""
+    from royal import create_app
+    from royal.streams.extension import drain
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    app = create_app()
+
+    async def shutdown_trigger() -> None:
+        # SIGTERM sent to the worker itself (a process-group kill) drains too.
+        terminated = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
+        while not (shutdown_event.is_set() or terminated.is_set()):
+            await asyncio.sleep(0.1)
+        await drain(app, timeout=min(2.0, config.graceful_timeout))
+
+    loop_factory = None
+    if config.worker_class == "uvloop" and sys.platform != "win32":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(
+            worker_serve(
+                ASGIWrapper(app), config, sockets=sockets, shutdown_trigger=shutdown_trigger
+            )
+        )

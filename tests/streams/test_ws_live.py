@@ -1,0 +1,469 @@
+"""The /ws protocol against a real Hypercorn: envelopes, resume, errors, limits, auth, revocation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from royal.db import connect_database
+from royal.services import accounts, users
+from royal.testing import SSEClient, WSClient
+from tests.conftest import LiveRoyal
+
+LiveRoyalFactory = Callable[..., Awaitable[LiveRoyal]]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.02
+) -> None:
+    """Wait until ``check()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def close_code(connection: ClientConnection, timeout: float = 5.0) -> int | None:
+    """Read (and drop) messages until the server closes; the close code it sent."""
+
+    async def drain() -> None:
+        try:
+            while True:
+                await connection.recv()
+        except ConnectionClosed:
+            return
+
+    await asyncio.wait_for(drain(), timeout)
+    return connection.close_code
+
+
+def ws(live: LiveRoyal, role: str = "viewer", **options: Any) -> WSClient:
+    return WSClient(live.ws_url, token=live.tokens[role], **options)
+
+
+async def test_events_match_the_sse_frames_and_the_ack_comes_first(
+    live_royal: LiveRoyalFactory,
+) -> None:
+    live = await live_royal()
+    url = f"{live.url}/streams/alerts"
+    async with SSEClient(url, token=live.tokens["viewer"]) as stream, ws(live) as client:
+        assert await client.subscribe(["alerts"]) == {"type": "subscribed", "topics": ["alerts"]}
+        await eventually(
+            lambda: _counter(live, "subscriptions", lambda n: n == 2), timeout=5
+        )  # the SSE stream is subscribed too
+        payloads: list[Any] = [
+            {"level": "high", "text": "café ✓ 🎉", "nested": {"list": [1, 2.5, None, True]}},
+            "a plain string\nwith a line break",
+            [1, 2, 3],
+            42,
+        ]
+        ids = [await live.publish("alerts", data, event="alert.raised") for data in payloads]
+
+        frames = await stream.read(len(payloads), timeout=5)
+        assert client.connection is not None
+        raw = [await asyncio.wait_for(client.connection.recv(), 5) for _ in payloads]
+    for frame, text, event_id, data in zip(frames, raw, ids, payloads, strict=True):
+        envelope = json.loads(text)
+        assert envelope == {
+            "type": "event",
+            "topic": "alerts",
+            "event": "alert.raised",
+            "id": event_id,
+            "data": data,
+        }
+        assert frame.id == str(envelope["id"])
+        assert frame.event == envelope["event"]
+        assert json.loads(frame.data) == envelope["data"]
+        # One serialisation: the WebSocket envelope embeds the very JSON text of the SSE data.
+        assert isinstance(text, str) and text.endswith(f',"data":{frame.data}}}')
+
+
+async def test_the_ack_comes_before_replayed_and_live_events(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal()
+    first = await live.publish("alerts", {"n": 0})
+    for n in range(1, 20):
+        await live.publish("alerts", {"n": n})
+    stop = asyncio.Event()
+
+    async def keep_publishing() -> None:
+        n = 100
+        while not stop.is_set():
+            await live.publish("alerts", {"n": n})
+            n += 1
+
+    publisher = asyncio.create_task(keep_publishing())
+    try:
+        for last_event_id in (first, None, 0, None):
+            async with ws(live) as client:
+                await client.send(
+                    {"type": "subscribe", "topics": ["alerts"], "last_event_id": last_event_id}
+                )
+                assert await client.receive(5) == {"type": "subscribed", "topics": ["alerts"]}
+                assert (await client.receive(5))["type"] == "event"
+    finally:
+        stop.set()
+        await asyncio.wait_for(publisher, 10)
+
+
+async def test_resume_replays_exactly_the_later_events_then_live_ones(
+    live_royal: LiveRoyalFactory,
+) -> None:
+    live = await live_royal()
+    ids = [await live.publish("alerts", {"n": n}) for n in range(10)]
+    async with ws(live) as client:
+        ack = await client.subscribe(["alerts"], last_event_id=ids[4])
+        assert ack == {"type": "subscribed", "topics": ["alerts"]}
+        replayed = await client.events(5, timeout=5)
+        assert [e["id"] for e in replayed] == ids[5:]
+        assert [e["data"] for e in replayed] == [{"n": n} for n in range(5, 10)]
+        live_ids = [await live.publish("alerts", {"n": n}) for n in range(10, 15)]
+        live_events = await client.events(5, timeout=5)
+        assert [e["id"] for e in live_events] == live_ids
+        await client.send({"type": "ping", "data": "end"})
+        assert await client.receive(5) == {"type": "pong", "data": "end"}  # nothing else came
+
+
+async def test_no_event_lost_or_duplicated_across_reconnects(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal()
+    total = 300
+    published: list[int] = []
+
+    async def publish_all() -> None:
+        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+            for n in range(total):
+                response = await http.post(
+                    "/streams/alerts", json={"data": {"n": n}}, headers=live.headers()
+                )
+                assert response.status_code == 201, response.text
+                published.append(response.json()["id"])
+                if n % 10 == 0:
+                    await asyncio.sleep(0.01)  # spread the events over the reconnects
+
+    received: list[dict[str, Any]] = []
+    last_event_id = 0
+    reconnects = 0
+    publisher = asyncio.create_task(publish_all())
+    try:
+        while len(received) < total:
+            async with ws(live) as client:
+                assert (await client.subscribe(["alerts"], last_event_id))["type"] == "subscribed"
+                # Take a slice of the stream, then drop the connection without unsubscribing.
+                batch = await client.events(min(40, total - len(received)), timeout=10)
+            received.extend(batch)
+            last_event_id = batch[-1]["id"]
+            reconnects += 1
+        await asyncio.wait_for(publisher, 20)
+    finally:
+        publisher.cancel()
+    assert reconnects >= 7
+    assert [e["id"] for e in received] == published
+    assert [e["data"]["n"] for e in received] == list(range(total))
+
+
+async def test_protocol_errors_keep_the_connection_usable(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal(env={"ROYAL_WS_MAX_SUBSCRIPTIONS": "2"})
+    async with ws(live) as client:
+        assert client.connection is not None
+
+        async def error_for(message: str | bytes | dict[str, Any]) -> str:
+            if isinstance(message, str | bytes):
+                await client.connection.send(message)  # type: ignore[union-attr]
+            else:
+                await client.send(message)
+            reply = await client.receive(5)
+            assert reply["type"] == "error" and reply["message"], reply
+            return str(reply["code"])
+
+        await client.send({"type": "ping", "data": {"echo": [1, "two"]}})
+        assert await client.receive(5) == {"type": "pong", "data": {"echo": [1, "two"]}}
+        await client.send({"type": "ping"})
+        assert await client.receive(5) == {"type": "pong", "data": None}
+
+        assert await error_for("{not json") == "bad_json"
+        assert await error_for(b"\xff\xfe binary garbage") == "bad_json"
+        assert await error_for({"type": "nope"}) == "unknown_type"
+        assert await error_for("[1, 2]") == "unknown_type"
+        assert await error_for({"topics": ["alerts"]}) == "unknown_type"
+        assert await error_for({"type": "subscribe"}) == "bad_message"
+        assert await error_for({"type": "subscribe", "topics": "alerts"}) == "bad_message"
+        assert await error_for({"type": "subscribe", "topics": []}) == "bad_message"
+        assert await error_for({"type": "subscribe", "topics": [1]}) == "bad_message"
+        assert (
+            await error_for({"type": "subscribe", "topics": ["alerts"], "last_event_id": -1})
+            == "bad_message"
+        )
+        assert await error_for({"type": "unsubscribe"}) == "bad_message"
+        assert await error_for({"type": "subscribe", "topics": ["nope"]}) == "unknown_topic"
+        assert await error_for({"type": "subscribe", "topics": ["Bad Topic!"]}) == "unknown_topic"
+        assert await error_for({"type": "unsubscribe", "topics": ["alerts"]}) == "not_subscribed"
+
+        assert await client.subscribe(["alerts"]) == {"type": "subscribed", "topics": ["alerts"]}
+        assert await error_for({"type": "subscribe", "topics": ["alerts"]}) == "already_subscribed"
+        assert (
+            await error_for({"type": "subscribe", "topics": ["events", "alerts"]})
+            == "already_subscribed"
+        )
+        assert (
+            await error_for({"type": "subscribe", "topics": ["events", "jobs"]})
+            == "too_many_subscriptions"
+        )
+        assert await client.subscribe(["events"]) == {"type": "subscribed", "topics": ["events"]}
+        assert (
+            await error_for({"type": "subscribe", "topics": ["jobs"]}) == "too_many_subscriptions"
+        )
+
+        # Still usable after all that: events flow on both subscriptions.
+        alert = await live.publish("alerts", {"n": 1})
+        event = await live.publish("events", {"n": 2})
+        got = await client.events(2, timeout=5)
+        assert sorted((e["topic"], e["id"]) for e in got) == [("alerts", alert), ("events", event)]
+
+        # Unsubscribe: acknowledged, and nothing more arrives on that topic.
+        await client.send({"type": "unsubscribe", "topics": ["alerts"]})
+        assert await client.receive(5) == {"type": "unsubscribed", "topics": ["alerts"]}
+        assert await error_for({"type": "unsubscribe", "topics": ["alerts"]}) == "not_subscribed"
+        await live.publish("alerts", {"n": 3})
+        later = await live.publish("events", {"n": 4})
+        await live.publish("alerts", {"n": 5})
+        await client.send({"type": "ping", "data": "fence"})
+        seen = [await client.receive(5), await client.receive(5)]
+        assert {"type": "pong", "data": "fence"} in seen
+        assert [m["id"] for m in seen if m["type"] == "event"] == [later]
+        await client.send({"type": "ping", "data": "last"})
+        assert await client.receive(5) == {"type": "pong", "data": "last"}  # no alerts event
+        # Room for a new subscription again after the unsubscribe.
+        assert await client.subscribe(["jobs"]) == {"type": "subscribed", "topics": ["jobs"]}
+        stats = await live.stats()
+        assert stats["counters"]["ws_open"] == 1
+        assert stats["counters"]["subscriptions"] == 2
+
+
+async def test_a_flood_closes_with_1008(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal(env={"ROYAL_WS_MAX_MESSAGES_PER_SECOND": "10"})
+    async with ws(live) as client:
+        assert client.connection is not None
+        started = time.monotonic()
+        try:
+            for n in range(100):
+                await client.connection.send(json.dumps({"type": "ping", "data": n}))
+        except ConnectionClosed:
+            pass
+        assert await close_code(client.connection) == 1008
+        assert client.connection.close_reason == "too many messages"
+        assert time.monotonic() - started < 5
+
+
+async def test_a_steady_client_under_the_rate_is_not_closed(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal(env={"ROYAL_WS_MAX_MESSAGES_PER_SECOND": "10"})
+    async with ws(live) as client:
+        for n in range(12):  # 1.2 s at 10 per second: never over the allowance
+            await client.send({"type": "ping", "data": n})
+            assert await client.receive(5) == {"type": "pong", "data": n}
+            await asyncio.sleep(0.1)
+
+
+async def test_an_oversized_message_closes_with_1009(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal(env={"ROYAL_WS_MAX_MESSAGE_BYTES": "1024"})
+    async with ws(live) as client:
+        assert client.connection is not None
+        fits = json.dumps({"type": "ping", "data": "x" * 900})
+        assert len(fits) <= 1024
+        await client.connection.send(fits)
+        assert (await client.receive(5))["type"] == "pong"
+        message = json.dumps({"type": "ping", "data": "x" * 2000})[:2000]
+        assert len(message.encode()) == 2000
+        await client.connection.send(message)
+        assert await close_code(client.connection) == 1009
+
+
+async def handshake_status(url: str, **options: Any) -> int:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, open_timeout=5, **options):
+            pass
+    return refused.value.response.status_code
+
+
+async def test_the_handshake_needs_credentials(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal()
+    assert await handshake_status(live.ws_url) == 401
+    assert (
+        await handshake_status(live.ws_url, additional_headers={"Authorization": "Bearer x"}) == 401
+    )
+    assert await handshake_status(f"{live.ws_url}?ticket=not-a-ticket") == 401
+
+
+async def test_a_ticket_opens_one_socket_once(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal()
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+        response = await http.post("/auth/ticket", headers=live.headers("viewer"))
+    assert response.status_code == 200, response.text
+    ticket = response.json()["ticket"]
+    async with WSClient(f"{live.ws_url}?ticket={ticket}") as client:
+        assert await client.subscribe(["alerts"]) == {"type": "subscribed", "topics": ["alerts"]}
+        event_id = await live.publish("alerts", {"via": "ticket"})
+        assert [e["id"] for e in await client.events(1, timeout=5)] == [event_id]
+    assert await handshake_status(f"{live.ws_url}?ticket={ticket}") == 401
+
+
+async def test_the_origin_check(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal()
+    auth = {"additional_headers": live.headers("viewer")}
+    assert await handshake_status(live.ws_url, origin="https://evil.example", **auth) == 403
+    assert await handshake_status(live.ws_url, origin="null", **auth) == 403
+    for origin in (None, live.url):  # no Origin: not a browser; Royal's own page: allowed
+        async with ws(live, origin=origin) as client:
+            await client.send({"type": "ping", "data": origin})
+            assert await client.receive(5) == {"type": "pong", "data": origin}
+
+
+async def test_logout_closes_the_socket_at_once(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal()
+    async with ws(live, "other") as client:
+        assert (await client.subscribe(["alerts"]))["type"] == "subscribed"
+        assert client.connection is not None
+        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+            response = await http.post("/auth/logout", headers=live.headers("other"))
+        assert response.status_code == 200, response.text
+        started = time.monotonic()
+        assert await close_code(client.connection, timeout=5) == 1008
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.0, elapsed  # the logout fired the watcher in this process
+    assert await handshake_status(live.ws_url, additional_headers=live.headers("other")) == 401
+
+
+async def test_disabling_the_user_closes_the_socket_within_5_seconds(
+    live_royal: LiveRoyalFactory,
+) -> None:
+    live = await live_royal()
+    async with ws(live, "other") as client, ws(live, "viewer") as bystander:
+        assert (await client.subscribe(["alerts"]))["type"] == "subscribed"
+        assert (await bystander.subscribe(["alerts"]))["type"] == "subscribed"
+        assert client.connection is not None
+        database = connect_database(live.database_url)
+        async with database:
+            user = await users.select_user_by_name(database, "other")
+            assert user is not None
+            await accounts.disable_account(database, user.id)
+        started = time.monotonic()
+        assert await close_code(client.connection, timeout=5) == 1008
+        elapsed = time.monotonic() - started
+        # Only that user's socket: the other one still works.
+        await bystander.send({"type": "ping", "data": "still here"})
+        assert await bystander.receive(5) == {"type": "pong", "data": "still here"}
+    assert elapsed < 5.0, elapsed
+
+
+async def _counter(live: LiveRoyal, name: str, test: Callable[[int], bool]) -> bool:
+    return test((await live.stats())["counters"][name])
+
+
+async def test_a_closed_socket_frees_its_subscriptions_within_1_second(
+    live_royal: LiveRoyalFactory,
+) -> None:
+    live = await live_royal()
+    async with ws(live) as first, ws(live) as second:
+        assert (await first.subscribe(["alerts"]))["type"] == "subscribed"
+        assert (await first.subscribe(["events", "jobs"]))["type"] == "subscribed"
+        assert (await second.subscribe(["alerts"], last_event_id=0))["type"] == "subscribed"
+        stats = (await live.stats())["counters"]
+        assert (stats["ws_open"], stats["subscriptions"]) == (2, 3)
+        assert first.connection is not None
+        await first.connection.close()
+        started = time.monotonic()
+        await eventually(lambda: _counter(live, "subscriptions", lambda n: n == 1), timeout=1)
+        stats = (await live.stats())["counters"]
+        assert (stats["ws_open"], stats["subscriptions"]) == (1, 1)
+    # The second goes away without a closing handshake: the TCP connection just drops.
+    await eventually(lambda: _counter(live, "subscriptions", lambda n: n == 0), timeout=1)
+    assert time.monotonic() - started < 2
+    stats = (await live.stats())["counters"]
+    assert (stats["ws_open"], stats["subscriptions"]) == (0, 0)
+
+
+async def test_an_abruptly_dropped_socket_is_freed_within_1_second(
+    live_royal: LiveRoyalFactory,
+) -> None:
+    live = await live_royal()
+    client = ws(live)
+    await client.__aenter__()
+    assert (await client.subscribe(["alerts", "events"]))["type"] == "subscribed"
+    assert await _counter(live, "ws_open", lambda n: n == 1)
+    assert client.connection is not None
+    client.connection.transport.abort()  # no close frame, just a reset
+    await eventually(lambda: _counter(live, "ws_open", lambda n: n == 0), timeout=1)
+    assert await _counter(live, "subscriptions", lambda n: n == 0)
+
+
+def _slow_socket(url: str) -> socket.socket:
+    """A connected socket with a tiny receive buffer, so the server feels a slow reader."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.setblocking(False)
+    return sock
+
+
+async def test_metrics_is_ephemeral_a_slow_reader_gets_the_newest_value(
+    live_royal: LiveRoyalFactory,
+) -> None:
+    live = await live_royal()
+    count = 50
+    padding = secrets.token_hex(100_000)  # 200 kB that compression cannot shrink
+    async with connect(
+        live.ws_url,
+        additional_headers=live.headers("viewer"),
+        sock=_slow_socket(live.url),
+        compression=None,
+        max_queue=1,
+        max_size=None,
+    ) as slow:
+        await slow.send(json.dumps({"type": "subscribe", "topics": ["metrics"]}))
+        assert json.loads(await asyncio.wait_for(slow.recv(), 5))["type"] == "subscribed"
+
+        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+            for n in range(count):
+                response = await http.post(
+                    "/streams/metrics",
+                    json={"event": "cpu", "data": {"n": n, "padding": padding}},
+                    headers=live.headers("operator"),
+                )
+                assert response.status_code == 201, response.text
+                assert response.json() == {"id": None, "topic": "metrics", "event": "cpu"}
+
+        received: list[int] = []
+        deadline = time.monotonic() + 10
+        while not received or received[-1] != count - 1:
+            assert time.monotonic() < deadline, received
+            message = json.loads(await asyncio.wait_for(slow.recv(), 5))
+            assert message["type"] == "event"
+            assert (message["topic"], message["event"], message["id"]) == ("metrics", "cpu", None)
+            received.append(message["data"]["n"])
+            await asyncio.sleep(0.05)  # a slow reader
+    assert received == sorted(set(received))  # in order, never repeated
+    assert received[-1] == count - 1  # the newest value always arrives
+    assert len(received) < count // 2, received  # far fewer than were published
+
+    # Nothing was stored: a late subscriber gets the latest value at once, and only that.
+    async with ws(live) as late:
+        assert (await late.subscribe(["metrics"]))["type"] == "subscribed"
+        (latest,) = await late.events(1, timeout=1)
+        assert latest["data"]["n"] == count - 1 and latest["id"] is None
+        await late.send({"type": "ping"})
+        assert (await late.receive(5))["type"] == "pong"
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+        refused = await http.post(
+            "/streams/metrics", json={"data": 1}, headers=live.headers("viewer")
+        )
+    assert refused.status_code == 403
