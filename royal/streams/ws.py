@@ -2,8 +2,9 @@
 
 Client messages: ``{"type": "subscribe", "topics": [...], "last_event_id": 42}``,
 ``{"type": "unsubscribe", "topics": [...]}`` and ``{"type": "ping"}``. The server sends
-``subscribed``, ``unsubscribed``, ``pong``, ``heartbeat`` (every 15 s), ``event`` envelopes (the same fields as an SSE
-frame, the same bytes for every subscriber) and ``error`` with a code. A bad message gets an
+``subscribed``, ``unsubscribed``, ``pong``, ``heartbeat`` (every 15 s), ``event`` envelopes
+(the same fields as an SSE frame, the same bytes for every subscriber) and ``error`` with a
+code. A bad message gets an
 ``error``, not a dropped connection; a flood closes with 1008 and an oversized message with 1009.
 
 Each subscribe is one subscription in id order; resume it with the last id received on it.
