@@ -5,9 +5,14 @@ from __future__ import annotations
 from quart import Quart
 from quart_schema import QuartSchema
 
-from royal import auth, db, errors, login_limits, request_id, security
+from royal import alerts_expiry, auth, db, errors, jobs, login_limits, request_id, security
+from royal.blueprints import alerts as alerts_bp
 from royal.blueprints import auth as auth_bp
+from royal.blueprints import events as events_bp
 from royal.blueprints import health, live
+from royal.blueprints import jobs as jobs_bp
+from royal.blueprints import settings as settings_bp
+from royal.blueprints import system as system_bp
 from royal.config import ConfigSource, load_config
 from royal.json_provider import OrjsonProvider
 from royal.streams import extension as streams
@@ -28,6 +33,9 @@ def create_app(config: ConfigSource = None) -> Quart:
     login_limits.init_app(app)
     auth.init_app(app)
     streams.init_app(app)
+    jobs.init_app(app)
+    alerts_expiry.init_app(app)
+    system_bp.init_app(app)
     QuartSchema(
         app,
         info={"title": "Royal", "version": __version__},
@@ -38,4 +46,9 @@ def create_app(config: ConfigSource = None) -> Quart:
     app.register_blueprint(health.bp)
     app.register_blueprint(auth_bp.bp, url_prefix="/auth")
     app.register_blueprint(live.bp)
+    app.register_blueprint(jobs_bp.bp, url_prefix="/jobs")
+    app.register_blueprint(events_bp.bp, url_prefix="/events")
+    app.register_blueprint(alerts_bp.bp, url_prefix="/api/alerts")
+    app.register_blueprint(settings_bp.bp, url_prefix="/api/settings")
+    app.register_blueprint(system_bp.bp, url_prefix="/api/system")
     return app

@@ -62,9 +62,19 @@ class Config:
     STREAM_POLL_SECONDS = 0.25  # SQLite: how often to look for events from other processes
     STREAM_FALLBACK_POLL_SECONDS = 5.0  # PostgreSQL: the poll behind LISTEN/NOTIFY
     STREAM_RETENTION_SECONDS = 7 * 24 * 3600  # events older than this are deleted
-    STREAM_RETENTION_INTERVAL_SECONDS = 300.0
     WS_MAX_SUBSCRIPTIONS = 32  # subscribe messages held open per WebSocket
     WS_MAX_MESSAGES_PER_SECOND = 50  # a client sending faster is closed with 1008
+
+    # The job queue (royal.jobs).
+    JOB_WORKERS_ENABLED = True  # false: this process only enqueues (another runs the jobs)
+    JOB_CONCURRENCY = 4  # jobs run at once per process
+    JOB_LEASE_SECONDS = 30.0  # a dead worker's job runs again after this
+    JOB_POLL_SECONDS = 1.0  # look for delayed jobs and expired leases this often
+    JOB_RETRY_BASE_SECONDS = 2.0  # first retry after ~2 s, then 4, 8, ... (max 300)
+    MAINTENANCE_INTERVAL_SECONDS = 300.0  # how often maintenance.retention is queued
+
+    # Alerts (royal.alerts_expiry).
+    ALERT_EXPIRY_CHECK_SECONDS = 2.0  # how often each process looks for newly expired alerts
 
     # Browsers and proxies (royal.security).
     CORS_ORIGINS: list[str] = []  # exact origins allowed to call the API from a browser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -156,7 +157,7 @@ async def test_openapi_documents_every_route_with_a_summary(client: Client, app:
         if rule.websocket:  # OpenAPI has no WebSockets; docs/realtime.md describes /ws
             continue
         for method in rule.methods - {"HEAD", "OPTIONS"}:
-            path = str(rule).replace("<", "{").replace(">", "}")
+            path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", str(rule))
             assert (path, method) in documented
     for operations in spec["paths"].values():
         for operation in operations.values():

@@ -19,6 +19,7 @@ from royal.streams.sse_stream import event_stream
 from royal.streams.topics import TopicError, TopicForbidden
 
 bp = Blueprint("live", __name__)
+MAX_EVENT_ID = 2**63 - 1
 
 
 class PublishIn(BaseModel):
@@ -71,7 +72,8 @@ def _last_event_id() -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    # isdigit() alone admits '²' and 5,000-digit numbers; ids are 63-bit integers.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= MAX_EVENT_ID):
         raise APIError(400, "BAD_LAST_EVENT_ID", "Last-Event-ID is an event id (an integer).")
     return int(raw)
 

@@ -106,7 +106,8 @@ class Subscription:
             if self._buffer or self._latest or self.closed is not None:
                 continue
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
             except TimeoutError:
                 return []
 

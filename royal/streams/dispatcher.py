@@ -59,7 +59,9 @@ class Dispatcher:
         await self._start()
         while True:
             try:
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation.
+                async with asyncio.timeout(self._poll_seconds):
+                    await self._wakeup.wait()
             except TimeoutError:
                 pass
             self._wakeup.clear()

@@ -13,7 +13,6 @@ from royal.streams.broker import Broker
 from royal.streams.dispatcher import Dispatcher
 from royal.streams.listener import PostgresListener
 from royal.streams.log import NOTIFY_CHANNEL
-from royal.streams.retention import run_retention
 from royal.streams.topics import Topics
 
 
@@ -59,12 +58,7 @@ def init_app(app: Quart) -> None:
 
     @app.while_serving
     async def _serve_streams() -> AsyncGenerator[None, None]:
-        jobs: list[Coroutine[Any, Any, None]] = [
-            dispatcher.run(),
-            run_retention(
-                db, config["STREAM_RETENTION_SECONDS"], config["STREAM_RETENTION_INTERVAL_SECONDS"]
-            ),
-        ]
+        jobs: list[Coroutine[Any, Any, None]] = [dispatcher.run()]
         if listener is not None:
             jobs.append(listener.run())
         tasks = [asyncio.create_task(job, name="royal-streams") for job in jobs]

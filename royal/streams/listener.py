@@ -110,7 +110,8 @@ class PostgresListener:
         """Return why the connection is no longer usable; poll and ping on every tick."""
         while True:
             try:
-                await asyncio.wait_for(lost.wait(), self._fallback)
+                async with asyncio.timeout(self._fallback):
+                    await lost.wait()
             except TimeoutError:
                 pass
             else:

@@ -7,14 +7,10 @@ of a silent gap.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from royal.db import Database
-
-logger = logging.getLogger(__name__)
 
 
 async def deleted_through(db: Database) -> int:
@@ -55,15 +51,3 @@ async def apply_retention(db: Database, max_age_seconds: float) -> int:
             {"through": newest_expired},
         )
     return len(deleted)
-
-
-async def run_retention(db: Database, max_age_seconds: float, interval_seconds: float) -> None:
-    """Apply retention every ``interval_seconds``, forever; failures are logged and retried."""
-    while True:
-        try:
-            deleted = await apply_retention(db, max_age_seconds)
-            if deleted:
-                logger.info("retention deleted %d stream events", deleted)
-        except Exception:
-            logger.warning("stream retention failed; retrying", exc_info=True)
-        await asyncio.sleep(interval_seconds)

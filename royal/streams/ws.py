@@ -28,6 +28,7 @@ from royal.streams.topics import TopicError, TopicForbidden
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_DRAIN_SECONDS = 2.0
 
 
 class Channel(Protocol):
@@ -120,8 +121,22 @@ class Session:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._close is not None:
             await self.channel.close(*self._close)
+            await self._drain_after_close()
         elif receiver.done() and not receiver.cancelled() and receiver.exception():
             raise receiver.exception()  # type: ignore[misc]
+
+    async def _drain_after_close(self) -> None:
+        """Read (and drop) what the client still sends until its close frame ends the socket.
+
+        Returning at once would leave Hypercorn pushing a flood into a finished app's full
+        queue (the socket never closes) or resetting the connection (the client sees 1006).
+        """
+        try:
+            async with asyncio.timeout(CLOSE_DRAIN_SECONDS):
+                while True:
+                    await self.channel.receive()
+        except Exception:  # the timeout, or the socket ending: either way we are done
+            return
 
     async def _heartbeat(self) -> None:
         """Keep proxies from timing the socket out, and find dead peers by writing to them."""

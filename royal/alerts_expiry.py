@@ -1,0 +1,49 @@
+"""Announce expired alerts: every process checks, the database lets exactly one announce each.
+
+Alerts leave the active list by themselves (a query on ``expires_at``); this loop only turns
+the passing of an expiry into an ``alert.expired`` event for live dashboards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+
+from quart import Quart
+
+from royal.db import Database
+from royal.services import alerts
+from royal.streams.broker import Broker
+
+logger = logging.getLogger("royal.alerts")
+EXTENSION = "royal.alerts_expiry"
+
+
+def init_app(app: Quart) -> None:
+    if EXTENSION in app.extensions:  # wired once, however often init_app is called
+        return
+    interval = float(app.config.get("ALERT_EXPIRY_CHECK_SECONDS", 2.0))
+    app.extensions[EXTENSION] = interval
+
+    @app.while_serving
+    async def _announce_expired() -> AsyncGenerator[None, None]:
+        task = asyncio.create_task(
+            announce_forever(app.extensions["royal.db"], app.extensions["royal.broker"], interval),
+            name="royal-alerts-expiry",
+        )
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def announce_forever(db: Database, broker: Broker, interval: float) -> None:
+    """Call ``announce_expired`` every ``interval`` seconds until cancelled; a failure (say, the
+    database restarting) is logged and the next round tries again."""
+    while True:
+        try:
+            if await alerts.announce_expired(db):
+                broker.wake()
+        except Exception:
+            logger.warning("announcing expired alerts failed; retrying", exc_info=True)
+        await asyncio.sleep(interval)

@@ -1,0 +1,399 @@
+"""Events cross processes: several Hypercorn workers, and several servers sharing one database.
+
+On PostgreSQL the dispatchers are woken by LISTEN/NOTIFY (and survive a killed listener); on
+SQLite they find other processes' events by polling the table. Every subscriber must get every
+event, in order, whichever process it is connected to and whichever one took the publish.
+Run with ``-s`` to see the measured latencies and which worker pids served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from royal.config import Config
+from royal.testing import SSEClient, WSClient
+from tests.conftest import LiveRoyal
+
+LiveRoyalFactory = Callable[..., Awaitable[LiveRoyal]]
+TOPIC = "alerts"
+TICK = "tick"  # the events under test; "warmup" events before them prove subscribers are live
+
+
+@dataclass
+class Sent:
+    server: LiveRoyal
+    started: float  # time.monotonic() before the POST
+    finished: float  # ... and when its 201 arrived (the event was committed by then)
+
+
+class Publisher:
+    """POSTs events as an operator. With ``fresh_connections`` every request opens a new TCP
+    connection (``Connection: close``), so with several workers the kernel picks the worker
+    each time; otherwise one kept-alive connection per server (faster)."""
+
+    def __init__(self, *, fresh_connections: bool = True) -> None:
+        self.sent: dict[int, Sent] = {}
+        self.published: list[int] = []  # the tick ids, in publish order
+        self._http = httpx.AsyncClient(timeout=10)
+        self._connection = "close" if fresh_connections else "keep-alive"
+
+    async def publish(self, live: LiveRoyal, data: Any, event: str = TICK) -> int:
+        started = time.monotonic()
+        response = await self._http.post(
+            f"{live.url}/streams/{TOPIC}",
+            json={"event": event, "data": data},
+            headers={**live.headers("operator"), "Connection": self._connection},
+        )
+        assert response.status_code == 201, response.text
+        event_id = int(response.json()["id"])
+        self.sent[event_id] = Sent(live, started, time.monotonic())
+        if event == TICK:
+            self.published.append(event_id)
+        return event_id
+
+    def post_seconds(self) -> list[float]:
+        return [sent.finished - sent.started for sent in self.sent.values()]
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+@asynccontextmanager
+async def publisher(*, fresh_connections: bool = True) -> AsyncIterator[Publisher]:
+    result = Publisher(fresh_connections=fresh_connections)
+    try:
+        yield result
+    finally:
+        await result.close()
+
+
+@dataclass
+class Subscriber:
+    """One SSE or WebSocket subscriber collecting events (with arrival times) in a task."""
+
+    name: str
+    server: LiveRoyal
+    arrivals: list[tuple[float, int, str, Any]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def ticks(self) -> list[tuple[float, int, str, Any]]:
+        return [arrival for arrival in self.arrivals if arrival[2] == TICK]
+
+
+async def sse_subscriber(
+    stack: AsyncExitStack, live: LiveRoyal, name: str, count: int
+) -> Subscriber:
+    stream = await stack.enter_async_context(
+        SSEClient(f"{live.url}/streams/{TOPIC}", token=live.tokens["viewer"], timeout=30)
+    )
+    subscriber = Subscriber(name, live)
+
+    async def collect() -> None:
+        while len(subscriber.ticks) < count:
+            (event,) = await stream.read(1, timeout=30)
+            assert event.id is not None
+            subscriber.arrivals.append(
+                (time.monotonic(), int(event.id), event.event, json.loads(event.data))
+            )
+
+    subscriber.task = asyncio.create_task(collect())
+    stack.push_async_callback(_cancel, subscriber.task)
+    return subscriber
+
+
+async def ws_subscriber(
+    stack: AsyncExitStack, live: LiveRoyal, name: str, count: int
+) -> Subscriber:
+    client = await stack.enter_async_context(WSClient(live.ws_url, token=live.tokens["viewer"]))
+    assert await client.subscribe([TOPIC]) == {"type": "subscribed", "topics": [TOPIC]}
+    subscriber = Subscriber(name, live)
+
+    async def collect() -> None:
+        while len(subscriber.ticks) < count:
+            message = await client.receive(30)
+            if message["type"] == "heartbeat":  # sent on an idle socket
+                continue
+            assert message["type"] == "event", message
+            subscriber.arrivals.append(
+                (time.monotonic(), message["id"], message["event"], message["data"])
+            )
+
+    subscriber.task = asyncio.create_task(collect())
+    stack.push_async_callback(_cancel, subscriber.task)
+    return subscriber
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def warm_up(
+    subscribers: list[Subscriber], events: Publisher, servers: list[LiveRoyal]
+) -> None:
+    """Publish warm-up events until every subscriber got one: from then on all are live."""
+    deadline = time.monotonic() + 10
+    turn = 0
+    while not all(subscriber.arrivals for subscriber in subscribers):
+        assert time.monotonic() < deadline, {s.name: len(s.arrivals) for s in subscribers}
+        await events.publish(servers[turn % len(servers)], {"warmup": turn}, event="warmup")
+        turn += 1
+        await asyncio.sleep(0.05)
+    for subscriber in subscribers:  # a failed collector would otherwise look like a slow one
+        assert subscriber.task is not None and not subscriber.task.done()
+
+
+async def wait_for_all(subscribers: list[Subscriber], timeout: float) -> None:
+    tasks = [subscriber.task for subscriber in subscribers if subscriber.task is not None]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+    except TimeoutError:
+        counts = {s.name: len(s.ticks) for s in subscribers}
+        pytest.fail(f"not every subscriber got every event within {timeout} s: {counts}")
+
+
+def assert_all_in_order(subscribers: list[Subscriber], events: Publisher, count: int) -> None:
+    """Every subscriber got exactly the published ticks, in publish order, nothing twice."""
+    assert len(events.published) == count
+    assert events.published == sorted(events.published)
+    for subscriber in subscribers:
+        ticks = subscriber.ticks
+        assert [tick[1] for tick in ticks] == events.published, subscriber.name
+        assert [tick[3]["n"] for tick in ticks] == list(range(count)), subscriber.name
+        ids = [arrival[1] for arrival in subscriber.arrivals]
+        assert ids == sorted(set(ids)), f"{subscriber.name}: out of order or duplicated"
+
+
+def latencies(
+    subscribers: list[Subscriber], events: Publisher, *, cross: bool, since_201: bool = False
+) -> list[float]:
+    """Seconds from the start of each publish request (``since_201``: from its response) to
+    the arrival at each subscriber (``cross``: only on another server than the publish)."""
+    result = []
+    for subscriber in subscribers:
+        for arrived, event_id, _, _ in subscriber.ticks:
+            sent = events.sent[event_id]
+            if not cross or sent.server is not subscriber.server:
+                result.append(arrived - (sent.finished if since_201 else sent.started))
+    return result
+
+
+def summary(label: str, values: list[float]) -> str:
+    ms = sorted(value * 1000 for value in values)
+    p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
+    line = (
+        f"{label}: n={len(ms)} p50={statistics.median(ms):.1f} ms "
+        f"p95={p95:.1f} ms max={ms[-1]:.1f} ms"
+    )
+    print(f"\n{line}")
+    return line
+
+
+async def worker_stats(live: LiveRoyal, workers: int, tries: int = 60) -> dict[int, Any]:
+    """GET /streams on new connections until every worker answered: stats by worker pid."""
+    by_pid: dict[int, Any] = {}
+    for _ in range(tries):
+        stats = await live.stats()
+        by_pid[stats["worker_pid"]] = stats
+        if len(by_pid) == workers:
+            break
+    return by_pid
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture(
+    name="backend",
+    params=[pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def _backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """The backend's name and its database URL (None: the test's SQLite file)."""
+    if request.param == "postgres":
+        return request.param, request.getfixturevalue("postgres_url")
+    return request.param, None
+
+
+async def test_two_workers_every_subscriber_gets_every_event_in_order(
+    live_royal: LiveRoyalFactory, backend: tuple[str, str | None]
+) -> None:
+    count, workers = 100, 2
+    name, database_url = backend
+    live = await live_royal(workers=workers, database_url=database_url)
+    async with AsyncExitStack() as stack:
+        events = await stack.enter_async_context(publisher())
+        subscribers = [await sse_subscriber(stack, live, f"sse{n}", count) for n in range(8)]
+        await warm_up(subscribers, events, [live])
+        for n in range(count):
+            await events.publish(live, {"n": n})
+        await wait_for_all(subscribers, timeout=10)
+    assert_all_in_order(subscribers, events, count)
+    summary(f"{name}, 2 workers, 8 SSE x {count}", latencies(subscribers, events, cross=False))
+    summary(f"{name}, 2 workers, POST on a new connection", events.post_seconds())
+
+    by_pid = await worker_stats(live, workers)
+    served = {
+        pid: {key: stats["counters"][key] for key in ("sse_open", "published", "dispatched")}
+        for pid, stats in by_pid.items()
+    }
+    print(f"{name}: worker pids (GET /streams on new connections): {served}")
+    assert len(by_pid) == workers, f"only {list(by_pid)} answered"
+    for pid, stats in by_pid.items():  # each worker dispatched all, whoever took the POST
+        assert stats["counters"]["dispatched"] >= count, (pid, stats["counters"])
+    assert sum(stats["counters"]["published"] for stats in by_pid.values()) == len(events.sent)
+    assert sum(stats["counters"]["sse_open"] for stats in by_pid.values()) == 0
+    if name == "postgres":
+        assert all(stats["listener"]["connected"] for stats in by_pid.values())
+    else:
+        assert all(stats["listener"] is None for stats in by_pid.values())
+
+
+async def across_two_servers(
+    a: LiveRoyal, b: LiveRoyal, count: int
+) -> tuple[Publisher, list[Subscriber]]:
+    """SSE and WebSocket subscribers on both servers; the first half is published on B, the
+    rest on A, so a subscriber's server learns of the other half from the database alone."""
+    async with AsyncExitStack() as stack:
+        events = await stack.enter_async_context(publisher())
+        subscribers = [
+            await sse_subscriber(stack, a, "A-sse", count),
+            await ws_subscriber(stack, a, "A-ws", count),
+            await sse_subscriber(stack, b, "B-sse", count),
+            await ws_subscriber(stack, b, "B-ws", count),
+        ]
+        await warm_up(subscribers, events, [a, b])
+        for n in range(count):
+            await events.publish(b if n < count // 2 else a, {"n": n})
+        await wait_for_all(subscribers, timeout=10)
+    assert_all_in_order(subscribers, events, count)
+    return events, subscribers
+
+
+@pytest.mark.postgres
+async def test_two_servers_on_postgres_deliver_through_notify(
+    live_royal: LiveRoyalFactory, postgres_url: str
+) -> None:
+    a = await live_royal(database_url=postgres_url)
+    b = await live_royal(database_url=postgres_url)
+    events, subscribers = await across_two_servers(a, b, 100)
+    cross = latencies(subscribers, events, cross=True)
+    assert len(cross) == 4 * 50
+    summary("postgres, 2 servers, publish on one -> subscriber on the other (NOTIFY)", cross)
+    summary(
+        "postgres, 2 servers, the same, counted from the 201",
+        latencies(subscribers, events, cross=True, since_201=True),
+    )
+    summary("postgres, 2 servers, all deliveries", latencies(subscribers, events, cross=False))
+    summary("postgres, 2 servers, POST on a new connection", events.post_seconds())
+    # The fallback poll is 5 s: anything near it would mean NOTIFY did not wake the dispatcher.
+    assert statistics.median(cross) < 0.1
+    assert max(cross) < 1.0
+    for server in (a, b):
+        stats = await server.stats()
+        assert stats["listener"]["connected"] and stats["listener"]["reconnects"] == 0
+
+
+@pytest.mark.postgres
+async def test_a_killed_listen_connection_loses_nothing(
+    live_royal: LiveRoyalFactory, postgres_url: str, postgres_server: str
+) -> None:
+    count, kills = 300, 3
+    a = await live_royal(database_url=postgres_url)
+    b = await live_royal(database_url=postgres_url)
+    database = urlsplit(postgres_url).path.lstrip("/")
+
+    async def listener_of_a_connected() -> bool:
+        return bool((await a.stats())["listener"]["connected"])
+
+    async with AsyncExitStack() as stack:
+        events = await stack.enter_async_context(publisher(fresh_connections=False))
+        subscribers = [
+            await sse_subscriber(stack, a, "A-sse", count),
+            await ws_subscriber(stack, a, "A-ws", count),
+        ]
+        await warm_up(subscribers, events, [b])
+
+        async def publish_on_b() -> None:
+            started = time.monotonic()
+            for n in range(count):  # at most 100 events a second: 3 s or more
+                await events.publish(b, {"n": n})
+                await asyncio.sleep(max(0.0, started + (n + 1) * 0.01 - time.monotonic()))
+
+        publishing = asyncio.create_task(publish_on_b())
+        stack.push_async_callback(_cancel, publishing)
+        admin = await asyncpg.connect(postgres_server)
+        stack.push_async_callback(admin.close)
+        killed = []
+        for _ in range(kills):
+            await asyncio.sleep(0.6)
+            await eventually(listener_of_a_connected, timeout=5)
+            # Both servers' listeners die (they share the database): only A's matters here.
+            rows = await admin.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'royal-listener' AND datname = $1",
+                database,
+            )
+            killed.append((len(events.published), sum(1 for row in rows if row[0])))
+        await asyncio.wait_for(publishing, 15)
+        await wait_for_all(subscribers, timeout=10)
+    print(f"\nkills (events published by then, listeners terminated): {killed}")
+    assert [terminated for _, terminated in killed] == [2] * kills
+    assert all(0 < published < count for published, _ in killed)  # mid-stream
+    assert_all_in_order(subscribers, events, count)
+    summary("postgres, A's listener killed 3x, B -> A", latencies(subscribers, events, cross=True))
+    await eventually(listener_of_a_connected, timeout=5)
+    listener = (await a.stats())["listener"]
+    print(f"A's listener afterwards: {listener}")
+    assert listener["reconnects"] >= kills
+    assert listener["last_error"]
+
+
+async def test_two_servers_on_one_sqlite_file_deliver_by_polling(
+    live_royal: LiveRoyalFactory,
+) -> None:
+    a = await live_royal()
+    b = await live_royal(database_url=a.database_url)
+    events, subscribers = await across_two_servers(a, b, 100)
+    cross = latencies(subscribers, events, cross=True)
+    assert len(cross) == 4 * 50
+    poll = Config.STREAM_POLL_SECONDS
+    summary(f"sqlite, 2 servers, publish on one -> subscriber on the other (poll {poll} s)", cross)
+    summary(
+        "sqlite, 2 servers, the same, counted from the 201",
+        latencies(subscribers, events, cross=True, since_201=True),
+    )
+    summary("sqlite, 2 servers, all deliveries", latencies(subscribers, events, cross=False))
+    summary("sqlite, 2 servers, POST on a new connection", events.post_seconds())
+    assert (await a.stats())["listener"] is None
+    assert statistics.median(cross) < 2 * poll
+    assert max(cross) < poll + 1.0
+
+
+async def test_the_sseclient_helper_survives_a_read_timeout(live_royal: LiveRoyalFactory) -> None:
+    live = await live_royal()
+    async with SSEClient(f"{live.url}/streams/{TOPIC}", token=live.tokens["viewer"]) as stream:
+        with pytest.raises(TimeoutError):
+            await stream.read(1, timeout=0.3)
+        event_id = await live.publish(TOPIC, {"after": "timeout"})
+        (event,) = await stream.read(1, timeout=5)  # fails: EOFError
+    assert event.id == str(event_id)
