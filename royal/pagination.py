@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from royal.errors import APIError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_LIMIT = 200
 
@@ -51,9 +52,9 @@ def decode_cursor(cursor: str | None) -> int | None:
         raise APIError(400, "BAD_CURSOR", "The cursor is not one this API gave out.") from None
 
 
-def page_of(items: Sequence[T], limit: int, id_of: str = "id") -> Page[T]:
+def page_of(rows: Sequence[R], limit: int, convert: Callable[[R], T], id_of: str = "id") -> Page[T]:
     """Build a page from ``limit + 1`` fetched rows: the extra row only says there is more."""
-    more = len(items) > limit
-    kept = list(items[:limit])
-    next_cursor = encode_cursor(getattr(kept[-1], id_of)) if more and kept else None
-    return Page[T](items=kept, next_cursor=next_cursor)
+    kept = rows[:limit]
+    more = len(rows) > limit and bool(kept)
+    next_cursor = encode_cursor(getattr(kept[-1], id_of)) if more else None
+    return Page[T](items=[convert(row) for row in kept], next_cursor=next_cursor)

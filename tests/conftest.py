@@ -15,7 +15,7 @@ from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
 from royal import create_app
-from royal.db import Database, connect_database
+from royal.db import Database, connect_database, migrate
 from royal.passwords import HashParameters, Passwords
 from royal.services import tokens, users
 from royal.testing import LiveServer
@@ -100,6 +100,25 @@ def _postgres_url(postgres_server: str) -> Iterator[str]:
         yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(
+    name="database_url",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def _database_url(request: pytest.FixtureRequest) -> str:
+    """Run the test once on a fresh SQLite file and once on a throwaway PostgreSQL database."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture(name="database")
+async def _database(database_url: str) -> AsyncIterator[Database]:
+    """A connected, migrated Database of each dialect, without an app (for service tests)."""
+    database = connect_database(database_url, DATABASE_POOL_SIZE=40)
+    async with database:
+        await migrate(database)
+        yield database
 
 
 @pytest.fixture(name="live_server")

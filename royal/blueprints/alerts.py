@@ -132,8 +132,7 @@ async def list_alerts(query_args: AlertQuery) -> Page[AlertOut]:
         before_id=decode_cursor(query_args.cursor),
         limit=query_args.limit,
     )
-    page = page_of(found, query_args.limit)
-    return Page[AlertOut](items=[_out(a) for a in page.items], next_cursor=page.next_cursor)
+    return page_of(found, query_args.limit, _out)
 
 
 @bp.post("/", strict_slashes=False)

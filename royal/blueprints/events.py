@@ -100,8 +100,7 @@ async def list_events(query_args: EventQuery) -> Page[EventOut]:
         before_seq=decode_cursor(query_args.cursor),
         limit=query_args.limit,
     )
-    page = page_of(rows, query_args.limit, id_of="seq")
-    return Page[EventOut](items=[EventOut.of(e) for e in page.items], next_cursor=page.next_cursor)
+    return page_of(rows, query_args.limit, EventOut.of, id_of="seq")
 
 
 @bp.get("/<event_id>")

@@ -108,8 +108,7 @@ async def list_jobs(query_args: JobQuery) -> Page[JobOut]:
         before_id=decode_cursor(query_args.cursor),
         limit=query_args.limit,
     )
-    page = page_of(rows, query_args.limit)
-    return Page[JobOut](items=[JobOut.of(job) for job in page.items], next_cursor=page.next_cursor)
+    return page_of(rows, query_args.limit, JobOut.of)
 
 
 @bp.get("/<int:job_id>")

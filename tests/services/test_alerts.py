@@ -6,35 +6,17 @@ import asyncio
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 
-from royal.db import Database, connect_database, migrate
+from royal.db import Database, connect_database
 from royal.services import alerts, users
 from royal.streams import log
 
 DB_ERRORS = (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError)
-
-
-@pytest.fixture(
-    name="database_url", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def _database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
-
-
-@pytest.fixture(name="database")
-async def _database(database_url: str) -> AsyncIterator[Database]:
-    """A connected, migrated Database of each dialect on a fresh file or throwaway database."""
-    database = connect_database(database_url, DATABASE_POOL_SIZE=20)
-    async with database:
-        await migrate(database)
-        yield database
 
 
 async def create(db: Database, **fields: Any) -> alerts.Alert:

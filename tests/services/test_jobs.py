@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,22 +13,6 @@ from royal.services import jobs
 from royal.streams import log
 
 KINDS = ["work"]
-
-
-@pytest.fixture(
-    name="database_url", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def _database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
-
-
-@pytest.fixture(name="database")
-async def _database(database_url: str) -> AsyncIterator[Database]:
-    database = connect_database(database_url, DATABASE_POOL_SIZE=20)
-    async with database:
-        await migrate(database)
-        yield database
 
 
 async def test_enqueue_publishes_in_the_same_transaction(database: Database) -> None:

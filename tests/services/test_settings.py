@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
 
-from royal.db import Database, connect_database, migrate
+from royal.db import Database
 from royal.services import settings
 from royal.streams import log
 
@@ -19,22 +18,6 @@ DEFAULTS = {
     "metrics_interval_seconds": 5.0,
     "agent_grace_seconds": 30,
 }
-
-
-@pytest.fixture(
-    name="database_url", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def _database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
-
-
-@pytest.fixture(name="database")
-async def _database(database_url: str) -> AsyncIterator[Database]:
-    database = connect_database(database_url)
-    async with database:
-        await migrate(database)
-        yield database
 
 
 async def system_events(db: Database) -> list[tuple[str, Any]]:

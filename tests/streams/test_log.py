@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import AsyncIterator
 
 import asyncpg
 import orjson
@@ -16,24 +15,6 @@ from royal.json_provider import dumps_bytes
 from royal.streams import log, retention
 
 ISO_UTC_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@pytest.fixture(
-    name="database_url",
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
-def _database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    return url
-
-
-@pytest.fixture(name="database")
-async def _database(database_url: str) -> AsyncIterator[Database]:
-    """A connected, migrated Database of each dialect on a fresh file or throwaway database."""
-    database = connect_database(database_url, DATABASE_POOL_SIZE=40)
-    async with database:
-        await migrate(database)
-        yield database
 
 
 async def test_append_returns_the_stored_row_with_increasing_ids(database: Database) -> None:
