@@ -1,0 +1,28 @@
+"""``python -m bench sse --subscribers 1000 --rate 20 --seconds 10``: run one benchmark.
+
+Every benchmark module offers ``add_parser(subparsers)``, which registers its subcommand and
+sets ``run`` to a function taking the parsed arguments and returning the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench import sse_fanout
+
+BENCHMARKS = (sse_fanout,)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    subparsers = parser.add_subparsers(title="benchmarks", metavar="BENCHMARK", required=True)
+    for module in BENCHMARKS:
+        module.add_parser(subparsers)
+    args = parser.parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
