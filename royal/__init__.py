@@ -23,7 +23,6 @@ __version__ = "0.1.0"
 def create_app(config: ConfigSource = None) -> Quart:
     """Build a Royal app: config, extensions, blueprints and error handlers. Nothing else."""
     app = Quart(__name__, instance_relative_config=True)
-    app.json = OrjsonProvider(app)
     app.request_class = errors.JSONRequest
     load_config(app, config)
 
@@ -41,6 +40,7 @@ def create_app(config: ConfigSource = None) -> Quart:
         info={"title": "Royal", "version": __version__},
         conversion_preference="pydantic",
     )
+    app.json = OrjsonProvider(app)  # after QuartSchema, which installs a stdlib-json provider
     errors.register_error_handlers(app)
 
     app.register_blueprint(health.bp)

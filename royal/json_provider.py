@@ -10,6 +10,7 @@ import decimal
 from typing import Any
 
 import orjson
+from pydantic_core import to_jsonable_python
 from quart import Response
 from quart.json.provider import JSONProvider
 
@@ -23,7 +24,7 @@ def _default(value: Any) -> Any:
         return list(value)
     if hasattr(value, "__html__"):
         return str(value.__html__())
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return to_jsonable_python(value)  # pydantic models and what pydantic knows; else TypeError
 
 
 def dumps_bytes(value: Any) -> bytes:
@@ -35,6 +36,10 @@ class OrjsonProvider(JSONProvider):
     mimetype = "application/json"
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
+        if kwargs.get("indent"):  # quart-schema's pretty-printed spec for the docs pages
+            return orjson.dumps(
+                obj, default=_default, option=_OPTIONS | orjson.OPT_INDENT_2
+            ).decode()
         return dumps_bytes(obj).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:

@@ -74,11 +74,10 @@ async def ws(
     url: str | None = None,
     origin: str | None = None,
 ) -> AsyncIterator[WSClient]:
-    """A WSClient on ``/ws`` as ``role`` (None: no credentials).
+    """A WSClient on ``/ws`` as ``role`` (None: no credentials), with an optional Origin.
 
-    Its socket has no receive flow control (``max_queue=None``): with WSClient's default of 16
-    queued messages, a client that closes with unread events stops reading, never sees the
-    server's close frame behind them, and waits out its 10 s close timeout.
+    Like WSClient it never stops reading (``max_queue=None``), so a close is never stuck
+    behind unread events; its close timeout is short so a broken close fails fast.
     """
     client = WSClient(url or live.ws_url, token=None if role is None else live.tokens[role])
     client.connection = await connect(
@@ -324,7 +323,9 @@ async def test_a_long_flood_always_gets_a_clean_1008_close(
         async with ws(live) as client:
             assert client.connection is not None
             try:
-                for n in range(1000):  # 100 fails this way in 1 of ~6 tries, 1000 nearly always
+                # Closing under a flood still in flight: with 100 the old race showed in 1 of
+                # ~6 tries, with 1000 nearly always.
+                for n in range(1000):
                     await client.connection.send(json.dumps({"type": "ping", "data": n}))
             except ConnectionClosed:
                 pass
@@ -548,7 +549,7 @@ async def test_the_wsclient_helper_closes_promptly_with_unread_events(
         for n in range(40):
             await live.publish("alerts", {"n": n})
         await wait_counter(live, "delivered", lambda n: n >= 40, timeout=5)
-        await asyncio.wait_for(client.__aexit__(None, None, None), 3)  # fails: TimeoutError
+        await asyncio.wait_for(client.__aexit__(None, None, None), 3)
         assert client.connection.close_code == 1000
     finally:
         client.connection.transport.abort()
