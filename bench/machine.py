@@ -13,6 +13,7 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -94,18 +95,16 @@ def own_cpu_seconds() -> float:
 
 @dataclass(frozen=True)
 class CoreTimes:
-    """Seconds a core spent busy (any process, kernel included) and stolen by the hypervisor."""
+    """Seconds a core spent in processes, in interrupts (softirq: the network stack, mostly),
+    and stolen by the hypervisor."""
 
-    busy: float
+    processes: float
+    interrupts: float
     steal: float
 
 
 def core_times() -> dict[int, CoreTimes]:
-    """Per-core busy and steal time since boot, from /proc/stat.
-
-    Subtracting the benchmark's own processes from a core's busy time gives the background
-    load that shared the core with them: another test run on the machine shows up here.
-    """
+    """Per-core times since boot, from /proc/stat."""
     cores: dict[int, CoreTimes] = {}
     for line in Path("/proc/stat").read_text().splitlines():
         name, *values = line.split()
@@ -113,9 +112,29 @@ def core_times() -> dict[int, CoreTimes]:
             continue
         ticks = [int(value) for value in values]
         # user nice system idle iowait irq softirq steal guest guest_nice (guest is in user)
-        busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]
-        cores[int(name[3:])] = CoreTimes(busy / CLOCK_TICKS, ticks[7] / CLOCK_TICKS)
+        cores[int(name[3:])] = CoreTimes(
+            (ticks[0] + ticks[1] + ticks[2]) / CLOCK_TICKS,
+            (ticks[5] + ticks[6]) / CLOCK_TICKS,
+            ticks[7] / CLOCK_TICKS,
+        )
     return cores
+
+
+def all_processes_cpu() -> dict[int, float]:
+    """CPU seconds of every process now; the difference of two snapshots, minus the
+    benchmark's own processes, is what the rest of the machine did meanwhile."""
+    found: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+    return found
+
+
+def other_processes_cpu(before: dict[int, float], after: dict[int, float], own: set[int]) -> float:
+    """CPU seconds used between two snapshots by processes not in ``own`` (processes that
+    both started and ended in between are not seen)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items() if pid not in own)
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -130,6 +149,27 @@ def raise_fd_limit(needed: int) -> int:
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     return needed
+
+
+def calibrate(core: int | None, rounds: int = 7) -> float:
+    """Milliseconds a fixed pure-Python workload takes on ``core`` (the best of ``rounds``).
+
+    A virtual machine's speed drifts with its neighbours without any steal time showing; runs
+    are comparable only when their calibrations are close.
+    """
+    previous = os.sched_getaffinity(0)
+    pin_thread(core)
+    try:
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            table: dict[int, int] = {}
+            for i in range(200_000):
+                table[i & 1023] = table.get(i & 1023, 0) + i * i
+            best = min(best, time.perf_counter() - started)
+    finally:
+        os.sched_setaffinity(0, previous)
+    return best * 1e3
 
 
 def _version(name: str) -> str | None:

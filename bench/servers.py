@@ -77,6 +77,13 @@ class RoyalServer:
             issued = await tokens.issue_token(database, user.id, "access", 24 * 3600)
         return issued.token
 
+    def pids(self) -> set[int]:
+        """Every process of the server (supervisor, workers, multiprocessing's helpers)."""
+        if self.live is None or self.live.process is None:
+            return set()
+        parent = self.live.process.pid
+        return {parent, *machine.children(parent)}
+
     def settings(self) -> dict[str, Any]:
         return {"workers": 1, "config": "hypercorn.toml", "env": dict(self.env)}
 

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -490,6 +491,7 @@ async def measure(server: RoyalServer, params: Params, cores: machine.Cores) -> 
     async with publisher(params.publish, server, params.topic) as publish:
         profiler = Profiler(params.profile, pid, params.seconds)
         cores_start = machine.core_times()
+        processes_start = machine.all_processes_cpu()
         server_cpu_start = machine.cpu_seconds(pid)
         writes_start, comments_start = tally.writes, tally.comments
         client_cpu_start = machine.own_cpu_seconds()
@@ -502,6 +504,7 @@ async def measure(server: RoyalServer, params: Params, cores: machine.Cores) -> 
         server_cpu = machine.cpu_seconds(pid) - server_cpu_start
         client_cpu = machine.own_cpu_seconds() - client_cpu_start
         cores_end = machine.core_times()
+        processes_end = machine.all_processes_cpu()
         writes = tally.writes - writes_start
         comments = tally.comments - comments_start
     rss_end = machine.rss_bytes(pid)
@@ -542,11 +545,15 @@ async def measure(server: RoyalServer, params: Params, cores: machine.Cores) -> 
         if deliveries
         else None,
         "client_cpu_seconds": client_cpu,
-        # Other processes on the two cores during the window (profiler included): a shared
-        # machine skews every figure, so a noisy run should be repeated.
-        "background_cpu_seconds": {
-            "server_core": _background(cores_start, cores_end, cores.server, server_cpu),
-            "client_core": _background(cores_start, cores_end, cores.client, client_cpu),
+        # Other processes during the window (a profiler included): a shared machine skews
+        # every figure, so a noisy run should be repeated. Interrupt time is mostly the
+        # loopback network stack working for the benchmark itself, outside any process.
+        "background_cpu_seconds": machine.other_processes_cpu(
+            processes_start, processes_end, {os.getpid(), *server.pids()}
+        ),
+        "interrupt_seconds": {
+            f"core{core}": cores_end[core].interrupts - cores_start[core].interrupts
+            for core in sorted(cores_end)
         },
         "steal_seconds": sum(cores_end[core].steal - cores_start[core].steal for core in cores_end),
         "client_cpu_utilisation": client_cpu / window,
@@ -573,17 +580,6 @@ async def measure(server: RoyalServer, params: Params, cores: machine.Cores) -> 
     }
 
 
-def _background(
-    start: dict[int, machine.CoreTimes],
-    end: dict[int, machine.CoreTimes],
-    core: int | None,
-    own: float,
-) -> float | None:
-    if core is None:
-        return None
-    return max(0.0, end[core].busy - start[core].busy - own)
-
-
 def _latency_summary(seconds: list[float]) -> dict[str, float | None]:
     """Percentiles in milliseconds (events never received, left at infinity, are ignored)."""
     latencies = sorted(value for value in seconds if math.isfinite(value))
@@ -606,6 +602,11 @@ def _latency_summary(seconds: list[float]) -> dict[str, float | None]:
 def run(params: Params) -> dict[str, Any]:
     environment = machine.environment(("httpx", "orjson"))
     cores = machine.Cores.choose()
+    # Before and after the run: a virtual machine's speed can drift within minutes.
+    environment["calibration_ms"] = calibration = {
+        "server_core": machine.calibrate(cores.server),
+        "client_core": machine.calibrate(cores.client),
+    }
     # Each stream holds a descriptor on both sides; the server inherits this limit.
     machine.raise_fd_limit(params.subscribers + 1024)
     env = {"ROYAL_STREAM_POLL_SECONDS": str(params.poll_seconds)}
@@ -619,6 +620,8 @@ def run(params: Params) -> dict[str, Any]:
             loop_factory = None
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             results = runner.run(measure(server, params, cores))
+        calibration["server_core_after"] = machine.calibrate(cores.server)
+        calibration["client_core_after"] = machine.calibrate(cores.client)
     return {
         "benchmark": "sse_fanout",
         "target": server.name,
@@ -644,6 +647,7 @@ def failures(report: dict[str, Any]) -> list[str]:
 def format_table(report: dict[str, Any]) -> str:
     p, r, e = report["parameters"], report["results"], report["environment"]
     lat = r["latency_ms"]
+    calibration = e["calibration_ms"]
     packages = e["packages"]
 
     def num(value: float | None, spec: str = ",.0f") -> str:
@@ -654,7 +658,10 @@ def format_table(report: dict[str, Any]) -> str:
         (
             "machine",
             f"{e['cores']} cores ({e['cpu_model']}), server core {report['cores']['server']}, "
-            f"client core {report['cores']['client']}",
+            f"client core {report['cores']['client']}; calibration (server/client core, "
+            f"before -> after) {calibration['server_core']:.1f} / "
+            f"{calibration['client_core']:.1f} -> {calibration['server_core_after']:.1f} / "
+            f"{calibration['client_core_after']:.1f} ms",
         ),
         (
             "versions",
@@ -731,10 +738,10 @@ def format_table(report: dict[str, Any]) -> str:
         ("server counters", ", ".join(f"{k} {v:,}" for k, v in r["server_counters"].items())),
         (
             "background load",
-            "server core {} s, client core {} s, steal {:.2f} s (other processes)".format(
-                num(r["background_cpu_seconds"]["server_core"], ".2f"),
-                num(r["background_cpu_seconds"]["client_core"], ".2f"),
+            "other processes {:.2f} CPU-s, steal {:.2f} s; interrupts {}".format(
+                r["background_cpu_seconds"],
                 r["steal_seconds"],
+                ", ".join(f"{k} {v:.2f} s" for k, v in r["interrupt_seconds"].items()),
             ),
         ),
     ]
@@ -745,10 +752,9 @@ def format_table(report: dict[str, Any]) -> str:
         notes.append("the client used over 90% of its core: latencies include its own queueing")
     if r["server_cpu_utilisation"] > 0.9:
         notes.append("the server used over 90% of its core: it was saturated")
-    background = [v or 0.0 for v in r["background_cpu_seconds"].values()]
-    if max(background) + r["steal_seconds"] > 0.05 * r["window_seconds"]:
+    if r["background_cpu_seconds"] + r["steal_seconds"] > 0.05 * r["window_seconds"]:
         notes.append(
-            "other processes used over 5% of a benchmark core: the machine was not quiet, "
+            "other processes used over 5% of a core meanwhile: the machine was not quiet, "
             "repeat the run"
         )
     if r["profiled"]:
