@@ -620,8 +620,8 @@ def run(params: Params) -> dict[str, Any]:
             loop_factory = None
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             results = runner.run(measure(server, params, cores))
-        calibration["server_core_after"] = machine.calibrate(cores.server)
-        calibration["client_core_after"] = machine.calibrate(cores.client)
+    calibration["server_core_after"] = machine.calibrate(cores.server)
+    calibration["client_core_after"] = machine.calibrate(cores.client)
     return {
         "benchmark": "sse_fanout",
         "target": server.name,
