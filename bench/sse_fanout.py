@@ -515,7 +515,6 @@ async def measure(server: RoyalServer, params: Params, cores: machine.Cores) -> 
 
     expected = params.events * params.subscribers
     deliveries = tally.received
-    idle_cpu = idle_cpu_per_second * window
     return {
         "events_published": params.events,
         "publish_seconds": publish_seconds,
@@ -541,9 +540,6 @@ async def measure(server: RoyalServer, params: Params, cores: machine.Cores) -> 
         "cpu_us_per_delivery": server_cpu / deliveries * 1e6 if deliveries else None,
         "cpu_us_per_write": server_cpu / writes * 1e6 if writes else None,
         "server_idle_cpu_per_second": idle_cpu_per_second,
-        "cpu_us_per_delivery_net_of_idle": (server_cpu - idle_cpu) / deliveries * 1e6
-        if deliveries
-        else None,
         "client_cpu_seconds": client_cpu,
         # Other processes during the window (a profiler included): a shared machine skews
         # every figure, so a noisy run should be repeated. Interrupt time is mostly the
@@ -751,7 +747,10 @@ def format_table(report: dict[str, Any]) -> str:
     if r["client_cpu_utilisation"] > 0.9:
         notes.append("the client used over 90% of its core: latencies include its own queueing")
     if r["server_cpu_utilisation"] > 0.9:
-        notes.append("the server used over 90% of its core: it was saturated")
+        notes.append(
+            "the server used over 90% of its core: saturated, it joined backlogs into fewer "
+            "writes, so µs per delivery reflects the load offered; compare µs per write"
+        )
     if r["background_cpu_seconds"] + r["steal_seconds"] > 0.05 * r["window_seconds"]:
         notes.append(
             "other processes used over 5% of a core meanwhile: the machine was not quiet, "
