@@ -26,7 +26,7 @@ from royal.auth import current_identity, login_required, roles_required
 from royal.db import get_db
 from royal.errors import APIError
 from royal.pagination import Page, PageQuery, decode_cursor, page_of
-from royal.services import alerts, settings
+from royal.services import alerts
 from royal.services.alerts import Severity
 from royal.streams.extension import get_broker
 
@@ -145,10 +145,8 @@ async def create_alert(data: AlertIn) -> tuple[AlertOut, int, dict[str, str]]:
     Without `expires_at` it stays active for the `alert_default_ttl_minutes` setting.
     `alerts` subscribers receive `alert.created`.
     """
-    db = get_db()
-    ttl_minutes = await settings.get_setting(db, "alert_default_ttl_minutes")
     alert = await alerts.create_alert(
-        db,
+        get_db(),
         event_code=data.event_code,
         message=data.message,
         severity=data.severity,
@@ -157,7 +155,6 @@ async def create_alert(data: AlertIn) -> tuple[AlertOut, int, dict[str, str]]:
         source=data.source,
         source_event_id=data.source_event_id,
         created_by=current_identity().user_id,
-        default_ttl_seconds=ttl_minutes * 60,
     )
     get_broker().wake()
     location = url_for("alerts.get_alert", alert_id=alert.id)

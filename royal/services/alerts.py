@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from royal.json_provider import dumps_bytes
+from royal.services import settings
 from royal.streams import log
 
 if TYPE_CHECKING:
@@ -96,9 +97,15 @@ async def create_alert(
     source: str | None = None,
     source_event_id: str | None = None,
     created_by: int | None = None,
-    default_ttl_seconds: float = 3600,
+    default_ttl_seconds: float | None = None,
 ) -> Alert:
-    """Store an alert and publish ``alert.created``; no expiry means now + the default TTL."""
+    """Store an alert and publish ``alert.created``.
+
+    No expiry means now + ``default_ttl_seconds``, which defaults to the
+    ``alert_default_ttl_minutes`` setting: the one place that rule lives.
+    """
+    if expires_at is None and default_ttl_seconds is None:
+        default_ttl_seconds = int(await settings.get_setting(db, "alert_default_ttl_minutes")) * 60
     now = time.time()
     async with db.transaction():
         row = await db.fetch_one(
@@ -112,7 +119,9 @@ async def create_alert(
                 "message": message,
                 "severity": severity,
                 "areas": dumps_bytes(list(areas)).decode(),
-                "expires_at": now + default_ttl_seconds if expires_at is None else expires_at,
+                "expires_at": now + (default_ttl_seconds or 0)
+                if expires_at is None
+                else expires_at,
                 "source": source,
                 "source_event_id": source_event_id,
                 "created_by": created_by,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-from royal.services import alerts, events, settings
+from royal.services import alerts, events
 
 if TYPE_CHECKING:
     from royal.jobs.registry import JobContext
@@ -32,7 +32,6 @@ class AlertEventData(BaseModel):
 
 async def _create_alert(context: JobContext, event: events.Event) -> dict[str, Any]:
     data = AlertEventData.model_validate(event.data)
-    ttl_minutes = await settings.get_setting(context.db, "alert_default_ttl_minutes")
     alert = await alerts.create_alert(
         context.db,
         event_code=data.event_code,
@@ -42,7 +41,6 @@ async def _create_alert(context: JobContext, event: events.Event) -> dict[str, A
         expires_at=None if data.expires_at is None else data.expires_at.timestamp(),
         source=event.source,
         source_event_id=event.id,
-        default_ttl_seconds=int(ttl_minutes) * 60,
     )
     return {"alert_id": alert.id}
 
