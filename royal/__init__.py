@@ -5,7 +5,8 @@ from __future__ import annotations
 from quart import Quart
 from quart_schema import QuartSchema
 
-from royal import alerts_expiry, auth, db, errors, jobs, login_limits, request_id, security
+from royal import agents, alerts_expiry, auth, db, errors, jobs, login_limits, request_id, security
+from royal.blueprints import agents as agents_bp
 from royal.blueprints import alerts as alerts_bp
 from royal.blueprints import auth as auth_bp
 from royal.blueprints import events as events_bp
@@ -33,6 +34,7 @@ def create_app(config: ConfigSource = None) -> Quart:
     auth.init_app(app)
     streams.init_app(app)
     jobs.init_app(app)
+    agents.init_app(app)
     alerts_expiry.init_app(app)
     system_bp.init_app(app)
     QuartSchema(
@@ -51,4 +53,5 @@ def create_app(config: ConfigSource = None) -> Quart:
     app.register_blueprint(alerts_bp.bp, url_prefix="/api/alerts")
     app.register_blueprint(settings_bp.bp, url_prefix="/api/settings")
     app.register_blueprint(system_bp.bp, url_prefix="/api/system")
+    app.register_blueprint(agents_bp.bp, url_prefix="/agents")
     return app

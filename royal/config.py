@@ -73,6 +73,23 @@ class Config:
     JOB_RETRY_BASE_SECONDS = 2.0  # first retry after ~2 s, then 4, 8, ... (max 300)
     MAINTENANCE_INTERVAL_SECONDS = 300.0  # how often maintenance.retention is queued
 
+    # Agents (royal.agents): replies run as agent.reply jobs in their own lane.
+    AGENT_BACKEND = "local"  # "local" (embedded, no network) or "openai" (AI_SERVICE_URL)
+    AGENT_CONCURRENCY = 256  # replies generated at once per process (I/O bound: waits on tokens)
+    AGENT_BATCH_SECONDS = 0.05  # tokens are gathered into one `message` event this long at most
+    AGENT_CONTEXT_MESSAGES = 50  # the newest messages of a session sent to the backend
+    AGENT_PRESENCE_SECONDS = 2.0  # how often open streams record that a session is watched
+    AGENT_LOCAL_TOKEN_SECONDS = 0.02  # the local backend's pause between words (50 tokens/s)
+    AI_SERVICE_URL: str | None = None  # an OpenAI-compatible base URL, e.g. http://host/v1
+    AI_API_KEY: str | None = None
+    AI_MODEL = "gpt-4o-mini"
+    AI_CONNECT_TIMEOUT_SECONDS = 5.0
+    AI_READ_TIMEOUT_SECONDS = 60.0  # the longest silence between two chunks (or before the 1st)
+    AI_RETRIES = 2  # extra attempts, only before the first token arrives
+    AI_RETRY_BACKOFF_SECONDS = 0.5  # doubled after each failed attempt
+    AI_BREAKER_FAILURES = 5  # consecutive failures that open the circuit
+    AI_BREAKER_RESET_SECONDS = 30.0  # how long it stays open before one probe is let through
+
     # Alerts (royal.alerts_expiry).
     ALERT_EXPIRY_CHECK_SECONDS = 2.0  # how often each process looks for newly expired alerts
 

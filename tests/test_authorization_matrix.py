@@ -110,6 +110,30 @@ MATRIX = [
         body={"value": "Royal"},
     ),
     Case("GET", "/api/system/", "/api/system", users_only(200)),
+    # Agent sessions belong to their user: an unknown (or someone else's) session is 404 for
+    # every role; tests/test_agents_api.py checks the "someone else's" case on every route.
+    Case("POST", "/agents/session", "/agents/session", users_only(201)),
+    Case(
+        "POST",
+        "/agents/message",
+        "/agents/message",
+        users_only(404),
+        body={"session_id": "none", "role": "user", "content": "hello"},
+    ),
+    Case("GET", "/agents/stream", "/agents/stream?session_id=none", users_only(404)),
+    Case("GET", "/agents/sessions", "/agents/sessions", users_only(200)),
+    Case(
+        "GET",
+        "/agents/sessions/<session_id>/messages",
+        "/agents/sessions/none/messages",
+        users_only(404),
+    ),
+    Case(
+        "POST",
+        "/agents/sessions/<session_id>/cancel",
+        "/agents/sessions/none/cancel",
+        users_only(404),
+    ),
 ]
 
 

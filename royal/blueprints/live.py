@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Collection
 from typing import Any, cast
 
 from pydantic import BaseModel, Field
@@ -58,7 +59,7 @@ async def _topics(raw: list[str], access: str) -> list[str]:
     return topics
 
 
-def _require_ready() -> None:
+def require_streams_ready() -> None:
     if not get_broker().ready:
         raise APIError(
             503,
@@ -68,7 +69,8 @@ def _require_ready() -> None:
         )
 
 
-def _last_event_id() -> int | None:
+def requested_last_event_id() -> int | None:
+    """The resume point: the Last-Event-ID header, or ``?last_event_id=``; None when absent."""
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     if raw is None or raw == "":
         return None
@@ -106,18 +108,25 @@ async def stream(topics: str) -> Response:
     says that events before its id are gone (retention). Idle streams carry a `: ping` comment.
     """
     names = await _topics([topics, *request.args.getlist("topic")], "read")
-    last_event_id = _last_event_id()
-    _require_ready()
+    return sse_response(names, requested_last_event_id())
+
+
+def sse_response(
+    topics: list[str], last_event_id: int | None, *, stop_after: Collection[str] = ()
+) -> Response:
+    """The SSE response for authorised ``topics``: resumable, heartbeats, ended on revocation."""
+    require_streams_ready()
     config = current_app.config
     identity = current_identity()
     watcher = get_revocations()
     body = event_stream(
         get_broker(),
-        names,
+        topics,
         last_event_id,
         heartbeat_seconds=config["STREAM_HEARTBEAT_SECONDS"],
         retry_ms=config["STREAM_RETRY_MS"],
         watch=lambda on_revoked: watcher.watch(identity.token_id, on_revoked),
+        stop_after=stop_after,
     )
     response = Response(body, headers=dict(HEADERS))
     response.timeout = None  # this stream only: never cut by RESPONSE_TIMEOUT
@@ -143,7 +152,7 @@ async def publish(topic: str, data: PublishIn) -> tuple[Published, int]:
 async def live_socket() -> None:
     """WebSocket: subscribe, unsubscribe and ping; events in the same envelope as SSE."""
     identity = current_identity()  # authenticated before the handshake is accepted
-    _require_ready()
+    require_streams_ready()
     config = current_app.config
     watcher = get_revocations()
     await websocket.accept()

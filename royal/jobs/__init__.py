@@ -21,16 +21,21 @@ def init_app(app: Quart) -> None:
     handlers.register(events.PROCESS_KIND, event_handlers.process_event_job)
     handlers.register("system.sleep", maintenance.run_sleep_job)
     app.extensions["royal.jobs"] = handlers
-    runner = JobRunner(
-        app.extensions["royal.db"], app.extensions["royal.broker"], handlers, app.config
-    )
-    app.extensions["royal.job_runner"] = runner
 
     @app.while_serving
     async def _run_jobs() -> AsyncGenerator[None, None]:
         tasks = []
         if app.config["JOB_WORKERS_ENABLED"]:
-            tasks.append(asyncio.create_task(runner.run(), name="royal-jobs"))
+            for lane, concurrency in handlers.lanes.items():
+                runner = JobRunner(
+                    app.extensions["royal.db"],
+                    app.extensions["royal.broker"],
+                    handlers,
+                    app.config,
+                    lane=lane,
+                    concurrency=concurrency,
+                )
+                tasks.append(asyncio.create_task(runner.run(), name=f"royal-{lane}"))
             tasks.append(asyncio.create_task(_schedule_maintenance(app), name="royal-maintenance"))
         yield
         for task in tasks:

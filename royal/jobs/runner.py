@@ -1,9 +1,19 @@
 """The job workers of one process: claim, run under a renewed lease, record the outcome.
 
-Workers sleep until the ``jobs`` topic says something was queued (any process, through the
-broker) or the poll interval passes (delayed jobs, expired leases). While a handler runs, its
-lease is renewed every third of the lease; a renewal that finds the lease gone (this process
-stalled and another worker took over) or a cancellation request stops the handler.
+One claim loop per runner takes jobs while it has free slots (``concurrency``), so idle slots
+never poll the database on their own. It sleeps until the ``jobs`` topic says something was
+queued (any process, through the broker) or the poll interval passes (delayed jobs, expired
+leases). While a handler runs, its lease is renewed every third of the lease; a renewal that
+finds the lease gone (this process stalled and another worker took over) stops the handler. A
+cancellation request stops it at once: the ``jobs`` topic carries ``job.cancelling`` to every
+process, and the lease renewal is the fallback.
+
+A runner serves one lane of kinds (see ``JobHandlers``): agent replies run in their own lane
+with many slots, so they never starve (or are starved by) maintenance and event processing.
+
+A handler sees a stop as ``asyncio.CancelledError``; ``context.cancel_requested()`` tells a
+user's cancellation (record the partial work) from a lost lease or a shutdown (the job will
+run again elsewhere).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from royal.jobs.registry import JobContext, JobHandlers
+from royal.jobs.registry import DEFAULT_LANE, JobContext, JobHandlers
 from royal.services import jobs
 
 if TYPE_CHECKING:
@@ -23,6 +33,9 @@ if TYPE_CHECKING:
     from royal.streams.broker import Broker
 
 logger = logging.getLogger(__name__)
+
+CANCEL_REQUESTED = "cancel requested"
+LEASE_LOST = "lease lost"
 
 
 class LeaseLost(Exception):
@@ -40,45 +53,74 @@ class JobRunner:
         broker: Broker,
         handlers: JobHandlers,
         config: dict[str, Any],
+        *,
+        lane: str = DEFAULT_LANE,
+        concurrency: int | None = None,
     ) -> None:
         self.db = db
         self.broker = broker
         self.handlers = handlers
         self.config = config
+        self.lane = lane
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.concurrency = int(config["JOB_CONCURRENCY"])
+        self.concurrency = int(config["JOB_CONCURRENCY"] if concurrency is None else concurrency)
         self.lease_seconds = float(config["JOB_LEASE_SECONDS"])
         self.poll_seconds = float(config["JOB_POLL_SECONDS"])
         self.retry_base = float(config["JOB_RETRY_BASE_SECONDS"])
         self._wakeup = asyncio.Event()
-        self.running: set[int] = set()
+        self._work: dict[int, asyncio.Task[Any]] = {}
+        self._stop_reason: dict[int, Exception] = {}
+
+    @property
+    def running(self) -> set[int]:
+        """Ids of the jobs this runner is running now."""
+        return set(self._work)
 
     def wake(self) -> None:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Run the worker loops and the wake-up listener until cancelled."""
-        loops = [self._worker() for _ in range(self.concurrency)]
-        await asyncio.gather(self._listen(), *loops)
+        """Claim and run jobs, and listen to the ``jobs`` topic, until cancelled."""
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            await asyncio.gather(self._listen(), self._claim_loop(tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self) -> None:
         while not self.broker.ready:
             await asyncio.sleep(0.1)
         async with self.broker.subscribe([jobs.TOPIC]) as subscription:
             async for batch in subscription:
-                if any(event.event in ("job.queued", "job.retrying") for event in batch):
-                    self.wake()
+                for event in batch:
+                    if event.event in ("job.queued", "job.retrying"):
+                        self.wake()
+                    elif event.event == "job.cancelling":
+                        job_id = event.as_dict()["data"]["id"]  # type: ignore[index]
+                        self.stop(job_id, CancelRequested())
 
-    async def _worker(self) -> None:
+    def stop(self, job_id: int, reason: Exception) -> None:
+        """Stop a job this runner is running (no-op for others)."""
+        work = self._work.get(job_id)
+        if work is not None and not work.done() and job_id not in self._stop_reason:
+            self._stop_reason[job_id] = reason
+            work.cancel(CANCEL_REQUESTED if isinstance(reason, CancelRequested) else LEASE_LOST)
+
+    async def _claim_loop(self, tasks: set[asyncio.Task[None]]) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
         while True:
+            await slots.acquire()
             try:
                 job = await jobs.claim(
-                    self.db, self.worker_id, self.handlers.kinds, self.lease_seconds
+                    self.db, self.worker_id, self.handlers.kinds_in(self.lane), self.lease_seconds
                 )
             except Exception:
                 logger.warning("claiming a job failed; retrying", exc_info=True)
                 job = None
             if job is None:
+                slots.release()
                 try:
                     async with asyncio.timeout(self.poll_seconds):
                         await self._wakeup.wait()
@@ -87,20 +129,32 @@ class JobRunner:
                 self._wakeup.clear()
                 continue
             self.broker.wake()
-            await self.execute(job)
+            task = asyncio.create_task(self.execute(job), name=f"royal-{self.lane}-{job.id}")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda _: slots.release())
 
     async def execute(self, job: Job) -> None:
         """Run one claimed job to its outcome."""
-        self.running.add(job.id)
-        context = JobContext(job, self.db, self.broker, self.config)
+        context = JobContext(
+            job,
+            self.db,
+            self.broker,
+            self.config,
+            cancel_requested=lambda: isinstance(self._stop_reason.get(job.id), CancelRequested),
+        )
         work: asyncio.Task[Any] = asyncio.ensure_future(
             self.handlers[job.kind](context, job.payload)
         )
+        self._work[job.id] = work
         keeper = asyncio.create_task(self._keep_lease(job, work))
         try:
-            result = await work
-        except (LeaseLost, CancelRequested, asyncio.CancelledError) as stop:
-            reason = keeper.result() if keeper.done() and not keeper.cancelled() else stop
+            try:
+                result = await work
+            finally:
+                del self._work[job.id]
+                reason = self._stop_reason.pop(job.id, None)
+        except asyncio.CancelledError:
             if isinstance(reason, CancelRequested):
                 await jobs.mark_cancelled(self.db, job, self.worker_id)
             elif not isinstance(reason, LeaseLost):
@@ -114,10 +168,9 @@ class JobRunner:
             await jobs.complete(self.db, job, self.worker_id, result)
         finally:
             keeper.cancel()
-            self.running.discard(job.id)
             self.broker.wake()
 
-    async def _keep_lease(self, job: Job, work: asyncio.Task[Any]) -> Exception | None:
+    async def _keep_lease(self, job: Job, work: asyncio.Task[Any]) -> None:
         """Renew the lease; stop ``work`` when it is lost or cancellation is requested."""
         while not work.done():
             await asyncio.sleep(self.lease_seconds / 3)
@@ -126,8 +179,7 @@ class JobRunner:
             except Exception:
                 logger.warning("renewing the lease of job %s failed", job.id, exc_info=True)
                 continue
-            if cancel is None or cancel:
-                reason: Exception = LeaseLost() if cancel is None else CancelRequested()
-                work.cancel()
-                return reason
-        return None
+            if cancel is None:
+                self.stop(job.id, LeaseLost())
+            elif cancel:
+                self.stop(job.id, CancelRequested())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from royal.services import tokens
+from royal.services import agents, tokens
 from royal.streams import retention
 
 if TYPE_CHECKING:
@@ -14,11 +14,15 @@ if TYPE_CHECKING:
 
 
 async def run_retention_job(context: JobContext, payload: Any) -> dict[str, int]:
-    """Delete stream events past STREAM_RETENTION_SECONDS and long-expired tokens."""
+    """Delete stream events past STREAM_RETENTION_SECONDS and long-expired tokens; end agent
+    replies whose worker died on their last attempt."""
     db = context.db
     events = await retention.apply_retention(db, context.config["STREAM_RETENTION_SECONDS"])
     expired_tokens = await tokens.delete_expired_tokens(db)
-    return {"stream_events": events, "tokens": expired_tokens}
+    orphans = await agents.end_orphaned_replies(db)
+    if orphans:
+        context.broker.wake()
+    return {"stream_events": events, "tokens": expired_tokens, "orphaned_replies": orphans}
 
 
 async def run_sleep_job(context: JobContext, payload: Any) -> dict[str, float]:

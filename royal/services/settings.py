@@ -67,7 +67,7 @@ REGISTRY: dict[str, Setting] = {
             "agent_grace_seconds",
             Annotated[int, Field(ge=0, le=600)],
             30,
-            "How long an agent may stay silent before it is reported as gone.",
+            "How long an agent reply goes on after its last watcher left; then it is cancelled.",
         ),
     )
 }

@@ -6,7 +6,7 @@ went away) lands in the ``async with`` blocks, so the subscription is freed at o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractContextManager
 
 from royal.streams import sse
@@ -23,22 +23,29 @@ async def event_stream(
     heartbeat_seconds: float,
     retry_ms: int,
     watch: Watch,
+    stop_after: Collection[str] = (),
 ) -> AsyncIterator[bytes]:
     """Frames for one client: ``retry:``, then events (backlogs joined into one write).
 
     ``watch(on_revoked)`` ties the stream to its credentials: when they are revoked the stream
     ends with a ``revoked`` event. On shutdown it ends with a short retry hint, so clients
-    reconnect (to another worker) with their Last-Event-ID.
+    reconnect (to another worker) with their Last-Event-ID. The stream also ends after the first
+    event named in ``stop_after`` (the end of an agent reply).
     """
     broker.counters.sse_open += 1
     try:
         async with broker.subscribe(topics, last_event_id) as subscription:
-            with watch(lambda: subscription.close("revoked")):
+            with watch(lambda: subscription.close("revoked")), broker.topics.reading(topics):
                 yield sse.retry(retry_ms)
                 while (batch := await subscription.next_batch(heartbeat_seconds)) is not None:
                     if batch:
+                        last = next((n for n, e in enumerate(batch) if e.event in stop_after), None)
+                        if last is not None:
+                            batch = batch[: last + 1]
                         broker.counters.delivered += len(batch)
                         yield b"".join(event.sse for event in batch)
+                        if last is not None:
+                            return
                     else:
                         yield sse.comment("ping")
                 if subscription.closed == "revoked":

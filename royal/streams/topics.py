@@ -10,7 +10,8 @@ is an error, not a silent empty stream.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Literal
 
 from royal.services.tokens import Identity
@@ -18,6 +19,7 @@ from royal.services.users import role_at_least
 
 Access = Literal["read", "publish"]
 PrefixCheck = Callable[[Identity, str, Access], Awaitable[bool]]
+Hold = Callable[[str], AbstractContextManager[object]]
 
 _TOPIC = re.compile(r"^[a-z][a-z0-9_.-]{0,63}(?::[A-Za-z0-9_.-]{1,128})?$")
 
@@ -35,10 +37,24 @@ class Topics:
         self.names = frozenset(names)
         self.ephemeral = frozenset(ephemeral)
         self._prefixes: dict[str, PrefixCheck] = {}
+        self._holds: dict[str, Hold] = {}
 
-    def register_prefix(self, prefix: str, check: PrefixCheck) -> None:
-        """Let ``prefix:<anything>`` topics exist, guarded by ``check``."""
+    def register_prefix(self, prefix: str, check: PrefixCheck, hold: Hold | None = None) -> None:
+        """Let ``prefix:<anything>`` topics exist, guarded by ``check``. ``hold(topic)`` is
+        entered while a stream reads the topic (agents count their watchers with it)."""
         self._prefixes[prefix] = check
+        if hold is not None:
+            self._holds[prefix] = hold
+
+    @contextmanager
+    def reading(self, topics: Iterable[str]) -> Iterator[None]:
+        """Enter the holds of ``topics`` for the life of a stream that reads them."""
+        with ExitStack() as stack:
+            for topic in topics:
+                hold = self._holds.get(topic.partition(":")[0]) if ":" in topic else None
+                if hold is not None:
+                    stack.enter_context(hold(topic))
+            yield
 
     def parse(self, raw: Iterable[str]) -> list[str]:
         """Validate topic names (comma-separated lists allowed), keeping order, no duplicates."""

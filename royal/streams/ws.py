@@ -239,8 +239,9 @@ class Session:
     ) -> None:
         async with self.broker.subscribe(topics, last_event_id) as subscription:
             registered.set()
-            await acknowledged.wait()
-            await self._forward(subscription)
+            with self.broker.topics.reading(topics):
+                await acknowledged.wait()
+                await self._forward(subscription)
 
     async def _forward(self, subscription: Subscription) -> None:
         async for batch in subscription:

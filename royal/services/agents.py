@@ -1,0 +1,431 @@
+"""Agent sessions and their messages: the conversations of the old chat app, owned by users.
+
+A user message and the reply it asks for are written together: the user's message, an
+assistant message in ``pending`` and the ``agent.reply`` job that will fill it, in one
+transaction. A session has at most one reply in progress (a partial unique index says so).
+The reply's text travels as events on the session's topic; the message row gets the whole
+text when the reply ends (``finish_reply``), in the same transaction as the final event.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from royal.json_provider import dumps_bytes
+from royal.services import jobs
+from royal.streams import log
+
+if TYPE_CHECKING:
+    from royal.db import Database
+
+REPLY_KIND = "agent.reply"
+TOPIC_PREFIX = "agent"
+REPLY_MAX_ATTEMPTS = 3  # a worker lost before the first token: the reply starts again elsewhere
+
+Role = Literal["user", "assistant"]
+Status = Literal["complete", "pending", "streaming", "cancelled", "failed"]
+IN_PROGRESS: tuple[Status, ...] = ("pending", "streaming")
+
+_SESSION_COLUMNS = "seq, id, user_id, title, created_at, updated_at, watched_at"
+_MESSAGE_COLUMNS = """id, session_id, role, content, status, reply_to, job_id, stream_after,
+    usage, error, created_at, updated_at"""
+
+
+def topic(session_id: str) -> str:
+    """The durable topic a session's replies stream on."""
+    return f"{TOPIC_PREFIX}:{session_id}"
+
+
+def _iso(epoch: float) -> str:
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+@dataclass(frozen=True)
+class Session:
+    seq: int
+    id: str
+    user_id: int
+    title: str | None
+    created_at: float
+    updated_at: float
+    watched_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> Session:
+        return cls(**dict(row._mapping))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session_id": self.id,
+            "title": self.title,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    session_id: str
+    role: Role
+    content: str
+    status: Status
+    reply_to: int | None
+    job_id: int | None
+    stream_after: int
+    usage: dict[str, int] | None
+    error: str | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> Message:
+        values = dict(row._mapping)
+        values["usage"] = None if values["usage"] is None else orjson.loads(values["usage"])
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message_id": self.id,
+            "session_id": self.session_id,
+            "role": self.role,
+            "content": self.content,
+            "status": self.status,
+            "reply_to": self.reply_to,
+            "usage": self.usage,
+            "error": self.error,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+class ReplyInProgress(Exception):
+    """The session is still answering; ``message_id`` is the reply under way."""
+
+    def __init__(self, message_id: int) -> None:
+        super().__init__(f"reply {message_id} is still in progress")
+        self.message_id = message_id
+
+
+class NothingToCancel(Exception):
+    """The session has no reply in progress."""
+
+
+async def create_session(db: Database, user_id: int, title: str | None = None) -> Session:
+    now = time.time()
+    row = await db.fetch_one(
+        f"""INSERT INTO agent_sessions (id, user_id, title, created_at, updated_at, watched_at)
+                 VALUES (:id, :user_id, :title, :now, :now, :now)
+              RETURNING {_SESSION_COLUMNS}""",
+        {"id": str(uuid.uuid4()), "user_id": user_id, "title": title, "now": now},
+    )
+    return Session.from_row(row)
+
+
+async def select_session(db: Database, session_id: str, user_id: int) -> Session | None:
+    """The session if it exists and belongs to ``user_id`` (others' sessions do not exist)."""
+    row = await db.fetch_one(
+        f"SELECT {_SESSION_COLUMNS} FROM agent_sessions WHERE id = :id AND user_id = :user_id",
+        {"id": session_id, "user_id": user_id},
+    )
+    return None if row is None else Session.from_row(row)
+
+
+async def session_owner(db: Database, session_id: str) -> int | None:
+    value = await db.fetch_val(
+        "SELECT user_id FROM agent_sessions WHERE id = :id", {"id": session_id}
+    )
+    return None if value is None else int(value)
+
+
+async def select_sessions(
+    db: Database, user_id: int, *, before_seq: int | None = None, limit: int = 50
+) -> list[Session]:
+    """Newest first; fetches ``limit + 1`` so the caller knows whether another page exists."""
+    before = "AND seq < :before" if before_seq is not None else ""
+    values: dict[str, Any] = {"user_id": user_id, "limit": limit + 1}
+    if before_seq is not None:
+        values["before"] = before_seq
+    rows = await db.fetch_all(
+        f"""SELECT {_SESSION_COLUMNS} FROM agent_sessions
+             WHERE user_id = :user_id {before}
+             ORDER BY seq DESC
+             LIMIT :limit""",
+        values,
+    )
+    return [Session.from_row(row) for row in rows]
+
+
+async def select_messages(
+    db: Database, session_id: str, *, before_id: int | None = None, limit: int = 50
+) -> list[Message]:
+    """Newest first, ``limit + 1`` rows (see ``select_sessions``)."""
+    before = "AND id < :before" if before_id is not None else ""
+    values: dict[str, Any] = {"session_id": session_id, "limit": limit + 1}
+    if before_id is not None:
+        values["before"] = before_id
+    rows = await db.fetch_all(
+        f"""SELECT {_MESSAGE_COLUMNS} FROM agent_messages
+             WHERE session_id = :session_id {before}
+             ORDER BY id DESC
+             LIMIT :limit""",
+        values,
+    )
+    return [Message.from_row(row) for row in rows]
+
+
+async def select_message(db: Database, message_id: int) -> Message | None:
+    row = await db.fetch_one(
+        f"SELECT {_MESSAGE_COLUMNS} FROM agent_messages WHERE id = :id", {"id": message_id}
+    )
+    return None if row is None else Message.from_row(row)
+
+
+async def conversation(db: Database, reply: Message, limit: int) -> list[Message]:
+    """What the backend answers: the newest ``limit`` finished messages before ``reply``,
+    oldest first (a cancelled or failed reply's partial text is left out)."""
+    rows = await db.fetch_all(
+        f"""SELECT {_MESSAGE_COLUMNS} FROM agent_messages
+             WHERE session_id = :session_id AND id < :id AND status = 'complete'
+             ORDER BY id DESC
+             LIMIT :limit""",
+        {"session_id": reply.session_id, "id": reply.id, "limit": limit},
+    )
+    return [Message.from_row(row) for row in reversed(rows)]
+
+
+async def latest_reply(db: Database, session_id: str) -> Message | None:
+    """The session's newest assistant reply made by Royal (in progress or finished)."""
+    row = await db.fetch_one(
+        f"""SELECT {_MESSAGE_COLUMNS} FROM agent_messages
+             WHERE session_id = :session_id AND role = 'assistant' AND job_id IS NOT NULL
+             ORDER BY id DESC
+             LIMIT 1""",
+        {"session_id": session_id},
+    )
+    return None if row is None else Message.from_row(row)
+
+
+async def add_message(
+    db: Database, session: Session, role: Role, content: str
+) -> tuple[Message, Message | None]:
+    """Store a message; a user message also queues the reply. Returns (message, reply).
+
+    Raises ReplyInProgress for a user message while the session is still answering. The
+    caller wakes the broker after this returns (the job and its event are committed).
+    """
+    now = time.time()
+    async with db.transaction():
+        # PostgreSQL: lock the session so two messages cannot both start a reply. SQLite has
+        # one writer, and this transaction holds it.
+        lock = " FOR UPDATE" if db.dialect == "postgres" else ""
+        await db.fetch_val(
+            f"SELECT seq FROM agent_sessions WHERE id = :id{lock}", {"id": session.id}
+        )
+        if role == "user":
+            busy = await db.fetch_val(
+                """SELECT id FROM agent_messages
+                    WHERE session_id = :session_id AND status IN ('pending', 'streaming')""",
+                {"session_id": session.id},
+            )
+            if busy is not None:
+                raise ReplyInProgress(int(busy))
+        message = await _insert_message(db, session.id, role, content, "complete", now)
+        await db.execute(
+            """UPDATE agent_sessions SET updated_at = :now, watched_at = :now WHERE id = :id""",
+            {"id": session.id, "now": now},
+        )
+        if role != "user":
+            return message, None
+        reply = await _insert_message(
+            db,
+            session.id,
+            "assistant",
+            "",
+            "pending",
+            now,
+            reply_to=message.id,
+            stream_after=await log.latest_id(db),
+        )
+        job = await jobs.enqueue(
+            db,
+            REPLY_KIND,
+            {"message_id": reply.id},
+            max_attempts=REPLY_MAX_ATTEMPTS,
+            created_by=session.user_id,
+        )
+        row = await db.fetch_one(
+            f"""UPDATE agent_messages SET job_id = :job_id WHERE id = :id
+             RETURNING {_MESSAGE_COLUMNS}""",
+            {"id": reply.id, "job_id": job.id},
+        )
+        return message, Message.from_row(row)
+
+
+async def _insert_message(
+    db: Database,
+    session_id: str,
+    role: Role,
+    content: str,
+    status: Status,
+    now: float,
+    *,
+    reply_to: int | None = None,
+    stream_after: int = 0,
+) -> Message:
+    row = await db.fetch_one(
+        f"""INSERT INTO agent_messages (session_id, role, content, status, reply_to,
+                                        stream_after, created_at, updated_at)
+                 VALUES (:session_id, :role, :content, :status, :reply_to, :stream_after,
+                         :now, :now)
+              RETURNING {_MESSAGE_COLUMNS}""",
+        {
+            "session_id": session_id,
+            "role": role,
+            "content": content,
+            "status": status,
+            "reply_to": reply_to,
+            "stream_after": stream_after,
+            "now": now,
+        },
+    )
+    return Message.from_row(row)
+
+
+async def start_reply(db: Database, message_id: int) -> Message | None:
+    """Mark a reply ``streaming`` (its job began); None if it already ended (cancelled)."""
+    row = await db.fetch_one(
+        f"""UPDATE agent_messages SET status = 'streaming', updated_at = :now
+             WHERE id = :id AND status IN ('pending', 'streaming')
+         RETURNING {_MESSAGE_COLUMNS}""",
+        {"id": message_id, "now": time.time()},
+    )
+    return None if row is None else Message.from_row(row)
+
+
+async def emitted_deltas(db: Database, reply: Message) -> list[str]:
+    """The deltas of ``reply`` already in the log (a previous attempt's), in order."""
+    rows = await db.fetch_all(
+        """SELECT data FROM stream_events
+            WHERE topic = :topic AND id > :after AND event = 'message'
+            ORDER BY id""",
+        {"topic": topic(reply.session_id), "after": reply.stream_after},
+    )
+    deltas = (orjson.loads(row["data"]) for row in rows)
+    return [delta["delta"] for delta in deltas if delta.get("message_id") == reply.id]
+
+
+async def finish_reply(
+    db: Database,
+    reply: Message,
+    status: Status,
+    content: str,
+    event: str,
+    data: dict[str, Any],
+    *,
+    usage: dict[str, int] | None = None,
+    error: str | None = None,
+) -> Message | None:
+    """End a reply: its final text and status, and the final event, in one transaction.
+
+    None (and no event) when the reply had already ended, so it ends exactly once.
+    """
+    async with db.transaction():
+        row = await db.fetch_one(
+            f"""UPDATE agent_messages
+                   SET status = :status, content = :content, usage = :usage, error = :error,
+                       updated_at = :now
+                 WHERE id = :id AND status IN ('pending', 'streaming')
+             RETURNING {_MESSAGE_COLUMNS}""",
+            {
+                "id": reply.id,
+                "status": status,
+                "content": content,
+                "usage": None if usage is None else dumps_bytes(usage).decode(),
+                "error": error,
+                "now": time.time(),
+            },
+        )
+        if row is None:
+            return None
+        await log.append(db, topic(reply.session_id), event, data)
+        return Message.from_row(row)
+
+
+async def reply_in_progress(db: Database, session_id: str) -> Message | None:
+    row = await db.fetch_one(
+        f"""SELECT {_MESSAGE_COLUMNS} FROM agent_messages
+             WHERE session_id = :session_id AND status IN ('pending', 'streaming')""",
+        {"session_id": session_id},
+    )
+    return None if row is None else Message.from_row(row)
+
+
+async def mark_watched(db: Database, session_ids: Sequence[str], now: float) -> None:
+    """Record that streams were open on these sessions at ``now`` (presence, for the grace)."""
+    for start in range(0, len(session_ids), 500):
+        chunk = session_ids[start : start + 500]
+        names = {f"s{n}": session_id for n, session_id in enumerate(chunk)}
+        await db.execute(
+            f"""UPDATE agent_sessions SET watched_at = :now
+                 WHERE id IN ({", ".join(":" + name for name in names)})""",
+            {**names, "now": now},
+        )
+
+
+async def watched_at(db: Database, session_id: str) -> float | None:
+    value = await db.fetch_val(
+        "SELECT watched_at FROM agent_sessions WHERE id = :id", {"id": session_id}
+    )
+    return None if value is None else float(value)
+
+
+def error_event(reply: Message, code: str, message: str, content: str) -> dict[str, Any]:
+    """The data of an ``error`` event: why the reply ended, and the text it had by then."""
+    return {"message_id": reply.id, "code": code, "error": message, "content": content}
+
+
+async def cancel_reply(db: Database, session_id: str) -> tuple[str, Message]:
+    """Stop the session's reply. Returns ("cancelled", reply) when it had not started (it ends
+    here), ("cancelling", reply) when its worker was asked to stop (it stores the partial
+    text and sends the final event itself). Raises NothingToCancel."""
+    reply = await reply_in_progress(db, session_id)
+    if reply is None or reply.job_id is None:
+        raise NothingToCancel(session_id)
+    try:
+        job = await jobs.cancel(db, reply.job_id)
+    except (jobs.JobNotFound, jobs.JobFinished):
+        job = None  # the job is gone or over, but the reply never ended: end it here
+    if job is not None and job.status != "cancelled":
+        return "cancelling", reply
+    data = error_event(reply, "cancelled", "The reply was cancelled.", "")
+    finished = await finish_reply(db, reply, "cancelled", "", "error", data, error="cancelled")
+    return "cancelled", finished or reply
+
+
+async def end_orphaned_replies(db: Database) -> int:
+    """Fail replies whose job ended without ending them (its last worker died mid-reply), so
+    their streams get a final ``error`` event. Returns how many were ended."""
+    rows = await db.fetch_all(
+        f"""SELECT {", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))}
+              FROM agent_messages m JOIN jobs j ON j.id = m.job_id
+             WHERE m.status IN ('pending', 'streaming')
+               AND j.status IN ('succeeded', 'failed', 'cancelled')"""
+    )
+    ended = 0
+    for row in rows:
+        reply = Message.from_row(row)
+        partial = "".join(await emitted_deltas(db, reply))
+        data = error_event(reply, "interrupted", "The worker generating it stopped.", partial)
+        if await finish_reply(db, reply, "failed", partial, "error", data, error="interrupted"):
+            ended += 1
+    return ended
