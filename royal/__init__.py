@@ -10,7 +10,7 @@ from royal.blueprints import agents as agents_bp
 from royal.blueprints import alerts as alerts_bp
 from royal.blueprints import auth as auth_bp
 from royal.blueprints import events as events_bp
-from royal.blueprints import health, live
+from royal.blueprints import health, live, openai_api
 from royal.blueprints import jobs as jobs_bp
 from royal.blueprints import settings as settings_bp
 from royal.blueprints import system as system_bp
@@ -54,4 +54,5 @@ def create_app(config: ConfigSource = None) -> Quart:
     app.register_blueprint(settings_bp.bp, url_prefix="/api/settings")
     app.register_blueprint(system_bp.bp, url_prefix="/api/system")
     app.register_blueprint(agents_bp.bp, url_prefix="/agents")
+    app.register_blueprint(openai_api.bp, url_prefix="/v1")
     return app

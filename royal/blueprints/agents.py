@@ -69,7 +69,7 @@ class SessionOut(BaseModel):
 class MessageOut(BaseModel):
     message_id: int
     session_id: str
-    role: Literal["user", "assistant"]
+    role: agents.Role
     content: str
     status: agents.Status = Field(
         description="`complete`; a reply is `pending`, then `streaming`, then `complete`, "

@@ -29,7 +29,7 @@ REPLY_KIND = "agent.reply"
 TOPIC_PREFIX = "agent"
 REPLY_MAX_ATTEMPTS = 3  # a worker lost before the first token: the reply starts again elsewhere
 
-Role = Literal["user", "assistant"]
+Role = Literal["system", "user", "assistant"]
 Status = Literal["complete", "pending", "streaming", "cancelled", "failed"]
 IN_PROGRESS: tuple[Status, ...] = ("pending", "streaming")
 
@@ -429,3 +429,21 @@ async def end_orphaned_replies(db: Database) -> int:
         if await finish_reply(db, reply, "failed", partial, "error", data, error="interrupted"):
             ended += 1
     return ended
+
+
+async def start_chat(
+    db: Database, user_id: int, messages: Sequence[tuple[Role, str]], title: str | None = None
+) -> tuple[Session, Message]:
+    """A new session holding a whole conversation whose last message is the user's; returns
+    the session and the reply it queued (the OpenAI-style API: stateless for the client)."""
+    *history, (last_role, last_content) = messages
+    if last_role != "user":
+        raise ValueError("the last message must be the user's")
+    now = time.time()
+    async with db.transaction():
+        session = await create_session(db, user_id, title)
+        for role, content in history:
+            await _insert_message(db, session.id, role, content, "complete", now)
+        _, reply = await add_message(db, session, "user", last_content)
+    assert reply is not None
+    return session, reply

@@ -19,7 +19,7 @@ CREATE INDEX agent_sessions_user ON agent_sessions (user_id, seq);
 CREATE TABLE agent_messages (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id   TEXT NOT NULL REFERENCES agent_sessions (id) ON DELETE CASCADE,
-    role         TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+    role         TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
     content      TEXT NOT NULL,
     status       TEXT NOT NULL
                  CHECK (status IN ('complete', 'pending', 'streaming', 'cancelled', 'failed')),
