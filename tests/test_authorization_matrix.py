@@ -134,6 +134,14 @@ MATRIX = [
         "/agents/sessions/none/cancel",
         users_only(404),
     ),
+    Case("GET", "/v1/models", "/v1/models", users_only(200)),
+    Case(
+        "POST",
+        "/v1/chat/completions",
+        "/v1/chat/completions",
+        users_only(404),  # an unknown model, so no reply is generated
+        body={"model": "none", "messages": [{"role": "user", "content": "hi"}]},
+    ),
 ]
 
 

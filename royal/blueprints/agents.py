@@ -99,9 +99,10 @@ async def _session(session_id: str) -> agents.Session:
 @validate_response(SessionCreated, 201)
 async def create_session() -> tuple[SessionCreated, int]:
     """Start a conversation; the body is optional (`{"title": ...}`)."""
-    raw = await request.get_json(silent=True) if await request.get_data() else None
+    # Old clients send no body at all; anything sent must be a valid JSON object.
+    raw = await request.get_json(force=True) if await request.get_data() else {}
     try:
-        data = SessionIn.model_validate(raw or {})
+        data = SessionIn.model_validate(raw)
     except ValidationError as error:
         raise APIError(400, detail=validation_detail(error)) from None
     session = await agents.create_session(get_db(), current_identity().user_id, data.title)
