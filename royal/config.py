@@ -98,7 +98,7 @@ class Config:
     CORS_ALLOW_CREDENTIALS = True
     CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"]
     CORS_ALLOW_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
+    CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "X-Royal-Session-Id"]
     CORS_MAX_AGE = 600  # seconds a browser may cache a preflight answer
     WS_ALLOWED_ORIGINS: list[str] | None = None  # None: the CORS origins (plus Royal's own)
     TRUSTED_PROXIES: list[str] = []  # IPs or CIDRs whose X-Forwarded-For is believed

@@ -20,6 +20,7 @@ from royal.agents.deltas import DeltaWriter
 from royal.agents.local import LocalBackend
 from royal.agents.presence import Presence
 from royal.agents.reply import Agents
+from royal.config import ConfigError
 from royal.services import agents
 from royal.services.tokens import Identity
 from royal.streams.topics import Access
@@ -36,8 +37,11 @@ def build_backend(config: dict[str, Any], db: Any) -> Backend:
     if kind == "openai":
         from royal.agents.openai_backend import OpenAIBackend
 
-        return OpenAIBackend.from_config(config)
-    raise ValueError(f"Unknown AGENT_BACKEND {kind!r}: use 'local' or 'openai'.")
+        try:
+            return OpenAIBackend.from_config(config)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    raise ConfigError(f"Unknown AGENT_BACKEND {kind!r}: use 'local' or 'openai'.")
 
 
 def init_app(app: Quart) -> None:
@@ -47,7 +51,9 @@ def init_app(app: Quart) -> None:
     backend = build_backend(config, db)
     writer = DeltaWriter(db, broker, float(config["AGENT_BATCH_SECONDS"]))
     presence = Presence(db, float(config["AGENT_PRESENCE_SECONDS"]))
-    service = Agents(backend, writer, int(config["AGENT_CONTEXT_MESSAGES"]))
+    service = Agents(
+        backend, writer, int(config["AGENT_CONTEXT_MESSAGES"]), presence_seconds=presence.interval
+    )
     app.extensions["royal.agents"] = service
     app.extensions["royal.agent_presence"] = presence
 

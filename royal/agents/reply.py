@@ -32,6 +32,7 @@ class Agents:
     backend: Backend
     writer: DeltaWriter
     context_messages: int
+    presence_seconds: float = 2.0  # how often watchers are recorded (AGENT_PRESENCE_SECONDS)
 
     async def reply_job(self, context: JobContext, payload: Any) -> dict[str, Any]:
         return await Reply(self, context, int(payload["message_id"])).run()
@@ -61,7 +62,12 @@ class Reply:
         deltas = self.agents.writer.open(agents.topic(reply.session_id), reply.id)
         history = await agents.conversation(self.db, reply, self.agents.context_messages)
         messages = [ChatMessage(m.role, m.content) for m in history]
-        grace = float(await settings.get_setting(self.db, "agent_grace_seconds"))
+        # Watchers are recorded every presence interval: a shorter grace would cancel replies
+        # that are being watched.
+        grace = max(
+            float(await settings.get_setting(self.db, "agent_grace_seconds")),
+            2 * self.agents.presence_seconds,
+        )
         try:
             usage = await self._generate(reply, messages, deltas, grace)
         except asyncio.CancelledError:

@@ -99,10 +99,10 @@ async def _session(session_id: str) -> agents.Session:
 @validate_response(SessionCreated, 201)
 async def create_session() -> tuple[SessionCreated, int]:
     """Start a conversation; the body is optional (`{"title": ...}`)."""
-    # Old clients send no body at all; anything sent must be a valid JSON object.
-    raw = await request.get_json(force=True) if await request.get_data() else {}
+    # Old clients send no body at all (or JSON null); anything else must be a JSON object.
+    raw = await request.get_json(force=True) if await request.get_data() else None
     try:
-        data = SessionIn.model_validate(raw)
+        data = SessionIn.model_validate({} if raw is None else raw)
     except ValidationError as error:
         raise APIError(400, detail=validation_detail(error)) from None
     session = await agents.create_session(get_db(), current_identity().user_id, data.title)

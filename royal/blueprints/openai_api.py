@@ -24,7 +24,7 @@ from royal.agents import get_agents
 from royal.auth import current_identity, login_required
 from royal.blueprints.live import require_streams_ready
 from royal.db import get_db
-from royal.errors import APIError, validation_detail
+from royal.errors import APIError, MalformedJSON, validation_detail
 from royal.json_provider import dumps_bytes
 from royal.services import agents
 from royal.streams import sse
@@ -34,7 +34,7 @@ bp = Blueprint("openai", __name__)
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error"}
 # A reply's error code -> the HTTP status a non-streaming request answers with.
-REPLY_ERROR_STATUS = {"upstream_error": 502, "interrupted": 500}
+REPLY_ERROR_STATUS = {"upstream_error": 502, "upstream_timeout": 504, "interrupted": 500}
 
 
 class TextPart(BaseModel):
@@ -91,9 +91,17 @@ async def _invalid(error: RequestSchemaValidationError) -> Response:
     return _error(400, f"{first['field']}: {first['msg']}", param=first["field"])
 
 
+@bp.errorhandler(MalformedJSON)  # registered by its code (400): must be named to be ours
 @bp.errorhandler(HTTPException)
 async def _http_error(error: HTTPException) -> Response:
     return _error(error.code or 500, error.description or error.name)
+
+
+@bp.route("/<path:path>", methods=["GET", "POST"])
+@login_required
+async def unknown(path: str) -> Response:
+    """Any other OpenAI endpoint (embeddings, images, ...): not offered, in OpenAI's shape."""
+    return _error(404, f"Royal does not offer /v1/{path}.", code="unknown_url")
 
 
 def _model_ids() -> list[str]:
@@ -142,8 +150,9 @@ async def chat_completions(data: ChatCompletionIn) -> Response:
     name, final = await completion.wait()
     if name == "error":
         status = REPLY_ERROR_STATUS.get(final["code"], 503)
-        return _error(status, final["error"], code=final["code"])
-    response = jsonify(completion.whole(final))
+        response = _error(status, final["error"], code=final["code"])
+    else:
+        response = jsonify(completion.whole(final))
     response.headers.update(headers)
     return response
 

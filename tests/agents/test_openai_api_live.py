@@ -91,6 +91,13 @@ async def test_errors_are_the_exceptions_the_sdk_knows(live_royal: StartRoyal) -
         assert empty.value.type == "invalid_request_error"
     async with httpx.AsyncClient(base_url=live.url, headers=live.headers("viewer")) as http:
         raw = await http.post("/v1/chat/completions", json={"model": "royal-local"})
+        malformed = await http.post(
+            "/v1/chat/completions", content=b"{bad", headers={"Content-Type": "application/json"}
+        )
+        elsewhere = await http.post("/v1/embeddings", json={"input": "x"})
+    assert malformed.status_code == 400
+    assert malformed.json()["error"]["type"] == "invalid_request_error"
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "unknown_url"
     assert raw.status_code == 400
     assert raw.json() == {
         "error": {
