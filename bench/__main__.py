@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import sse_fanout
+from bench import agent_streams, sse_fanout
 
-BENCHMARKS = (sse_fanout,)
+BENCHMARKS = (sse_fanout, agent_streams)
 
 
 def main(argv: list[str] | None = None) -> int:

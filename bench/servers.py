@@ -61,19 +61,23 @@ class RoyalServer:
         self.worker_pid = _hypercorn_worker(self.live.process.pid)
         machine.pin_process(self.live.process.pid, self.core)
         machine.pin_process(self.worker_pid, self.core)
-        self.token = asyncio.run(self._seed_operator())
+        self.token = asyncio.run(self._seed_user(BENCH_USER, "operator"))
         return self
 
-    async def _seed_operator(self) -> str:
-        """An operator and a bearer token, written straight into the database (no HTTP)."""
+    def seed_user(self, username: str, role: users.Role = "viewer") -> str:
+        """Another user (created if missing) and a bearer token for it; call after start()."""
+        return asyncio.run(self._seed_user(username, role))
+
+    async def _seed_user(self, username: str, role: users.Role) -> str:
+        """A user and a bearer token, written straight into the database (no HTTP)."""
         password_hash = Passwords(
             HashParameters(time_cost=2, memory_cost=19456, parallelism=1)
         ).hash_sync(secrets.token_urlsafe(16))
         database = connect_database(self.database_url)
         async with database:
-            user = await users.select_user_by_name(database, BENCH_USER)
+            user = await users.select_user_by_name(database, username)
             if user is None:
-                user = await users.insert_user(database, BENCH_USER, password_hash, "operator")
+                user = await users.insert_user(database, username, password_hash, role)
             issued = await tokens.issue_token(database, user.id, "access", 24 * 3600)
         return issued.token
 
