@@ -42,9 +42,13 @@ class LocalBackend:
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncGenerator[str | Usage, None]:
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         tokens = words(await self.answer(question))
+        # On a fixed schedule, like a model server that keeps its pace: a busy event loop
+        # delays tokens but does not slow the reply down.
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         for n, token in enumerate(tokens):
             if n and self.token_seconds > 0:
-                await asyncio.sleep(self.token_seconds)
+                await asyncio.sleep(max(0.0, start + n * self.token_seconds - loop.time()))
             yield token
         prompt = sum(len(words(message.content)) for message in messages)
         yield Usage(prompt_tokens=prompt, completion_tokens=len(tokens))

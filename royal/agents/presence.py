@@ -30,8 +30,8 @@ class Presence:
         self.db = db
         self.interval = interval
         self._watchers: Counter[str] = Counter()
-        self._left: set[str] = set()  # sessions whose last watcher here just left
-        self._now = asyncio.Event()  # a session gained its first watcher: record it at once
+        self._changed: set[str] = set()  # gained a first watcher here, or lost the last one
+        self._now = asyncio.Event()  # record the changed sessions at once
 
     @property
     def watched(self) -> int:
@@ -43,6 +43,7 @@ class Presence:
         """Count an open stream on ``session_id`` for the life of the block."""
         self._watchers[session_id] += 1
         if self._watchers[session_id] == 1:
+            self._changed.add(session_id)
             self._now.set()
         try:
             yield
@@ -50,23 +51,28 @@ class Presence:
             self._watchers[session_id] -= 1
             if self._watchers[session_id] <= 0:
                 del self._watchers[session_id]
-                self._left.add(session_id)
+                self._changed.add(session_id)
                 self._now.set()
 
     async def run(self) -> None:
-        """Record presence until cancelled."""
+        """Record presence until cancelled: changes at once, every watched session each
+        interval."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.interval
         while True:
             try:
-                async with asyncio.timeout(self.interval):
+                async with asyncio.timeout_at(due):
                     await self._now.wait()
             except TimeoutError:
-                pass
-            self._now.clear()
-            await self.record()
+                due = loop.time() + self.interval
+                await self.record(everything=True)
+            else:
+                self._now.clear()
+                await self.record(everything=False)
 
-    async def record(self) -> None:
-        sessions = sorted(self._left | self._watchers.keys())
-        self._left.clear()
+    async def record(self, *, everything: bool) -> None:
+        sessions = sorted(self._changed | (self._watchers.keys() if everything else set()))
+        self._changed.clear()
         if not sessions:
             return
         try:

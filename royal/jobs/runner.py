@@ -1,7 +1,8 @@
 """The job workers of one process: claim, run under a renewed lease, record the outcome.
 
-One claim loop per runner takes jobs while it has free slots (``concurrency``), so idle slots
-never poll the database on their own. It sleeps until the ``jobs`` topic says something was
+One claim loop per runner takes as many jobs as it has free slots (``concurrency``) in one
+transaction, so idle slots never poll the database on their own and a burst is claimed in a
+few statements. It sleeps until the ``jobs`` topic says something was
 queued (any process, through the broker) or the poll interval passes (delayed jobs, expired
 leases). While a handler runs, its lease is renewed every third of the lease; a renewal that
 finds the lease gone (this process stalled and another worker took over) stops the handler. A
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 CANCEL_REQUESTED = "cancel requested"
 LEASE_LOST = "lease lost"
+CLAIM_BATCH = 100  # jobs claimed in one transaction at most
 
 
 class LeaseLost(Exception):
@@ -109,18 +111,30 @@ class JobRunner:
             work.cancel(CANCEL_REQUESTED if isinstance(reason, CancelRequested) else LEASE_LOST)
 
     async def _claim_loop(self, tasks: set[asyncio.Task[None]]) -> None:
-        slots = asyncio.Semaphore(self.concurrency)
+        slot_freed = asyncio.Event()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            slot_freed.set()
+
         while True:
-            await slots.acquire()
+            room = self.concurrency - len(tasks)
+            if room <= 0:
+                slot_freed.clear()
+                await slot_freed.wait()
+                continue
             try:
-                job = await jobs.claim(
-                    self.db, self.worker_id, self.handlers.kinds_in(self.lane), self.lease_seconds
+                claimed = await jobs.claim_many(
+                    self.db,
+                    self.worker_id,
+                    self.handlers.kinds_in(self.lane),
+                    self.lease_seconds,
+                    limit=min(room, CLAIM_BATCH),
                 )
             except Exception:
-                logger.warning("claiming a job failed; retrying", exc_info=True)
-                job = None
-            if job is None:
-                slots.release()
+                logger.warning("claiming jobs failed; retrying", exc_info=True)
+                claimed = []
+            if not claimed:
                 try:
                     async with asyncio.timeout(self.poll_seconds):
                         await self._wakeup.wait()
@@ -129,10 +143,10 @@ class JobRunner:
                 self._wakeup.clear()
                 continue
             self.broker.wake()
-            task = asyncio.create_task(self.execute(job), name=f"royal-{self.lane}-{job.id}")
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            task.add_done_callback(lambda _: slots.release())
+            for job in claimed:
+                task = asyncio.create_task(self.execute(job), name=f"royal-{self.lane}-{job.id}")
+                tasks.add(task)
+                task.add_done_callback(finished)
 
     async def execute(self, job: Job) -> None:
         """Run one claimed job to its outcome."""

@@ -126,52 +126,63 @@ async def enqueue_unique(db: Database, kind: str, payload: Any) -> Job | None:
 async def claim(
     db: Database, worker: str, kinds: Collection[str], lease_seconds: float
 ) -> Job | None:
-    """Take the next runnable job of ``kinds`` for ``worker``, or None when there is none.
+    """Take the next runnable job of ``kinds`` for ``worker``, or None when there is none."""
+    claimed = await claim_many(db, worker, kinds, lease_seconds, limit=1)
+    return claimed[0] if claimed else None
+
+
+async def claim_many(
+    db: Database, worker: str, kinds: Collection[str], lease_seconds: float, *, limit: int
+) -> list[Job]:
+    """Take up to ``limit`` runnable jobs of ``kinds`` for ``worker``, oldest due first, in one
+    transaction (a burst of a thousand agent replies is claimed in a few statements, not a
+    thousand transactions queued behind the writer).
 
     Runnable: queued and due, or running with an expired lease (its worker died). An expired
     job without attempts left is failed instead, and the search goes on.
     """
-    if not kinds:
-        return None
+    if not kinds or limit < 1:
+        return []
     names = {f"k{i}": kind for i, kind in enumerate(kinds)}
     in_kinds = ", ".join(f":{name}" for name in names)
     skip_locked = " FOR UPDATE SKIP LOCKED" if db.dialect == "postgres" else ""
     while True:
         now = time.time()
         async with db.transaction():
-            candidate = await db.fetch_one(
+            candidates = await db.fetch_all(
                 f"""SELECT id, status, attempts, max_attempts
                       FROM jobs
                      WHERE kind IN ({in_kinds})
                        AND ((status = 'queued' AND run_at <= :now)
                             OR (status = 'running' AND lease_expires_at < :now))
                      ORDER BY run_at, id
-                     LIMIT 1{skip_locked}""",
-                {**names, "now": now},
+                     LIMIT :limit{skip_locked}""",
+                {**names, "now": now, "limit": limit},
             )
-            if candidate is None:
-                return None
-            if (
-                candidate["status"] == "running"
-                and candidate["attempts"] >= candidate["max_attempts"]
-            ):
-                await _finish(
-                    db,
-                    candidate["id"],
-                    "failed",
-                    now,
-                    error=f"worker lost (lease expired) on attempt {candidate['attempts']}",
-                )
-                continue
-            row = await db.fetch_one(
+            spent = {
+                c["id"]: c["attempts"]
+                for c in candidates
+                if c["status"] == "running" and c["attempts"] >= c["max_attempts"]
+            }
+            for job_id, attempts in spent.items():
+                error = f"worker lost (lease expired) on attempt {attempts}"
+                await _finish(db, job_id, "failed", now, error=error)
+            ids = {f"j{n}": c["id"] for n, c in enumerate(candidates) if c["id"] not in spent}
+            if not ids:
+                if spent:
+                    continue
+                return []
+            rows = await db.fetch_all(
                 f"""UPDATE jobs
                        SET status = 'running', attempts = attempts + 1, lease_owner = :worker,
                            lease_expires_at = :until, updated_at = :now
-                     WHERE id = :id
+                     WHERE id IN ({", ".join(":" + name for name in ids)})
                  RETURNING {_COLUMNS}""",
-                {"id": candidate["id"], "worker": worker, "until": now + lease_seconds, "now": now},
+                {**ids, "worker": worker, "until": now + lease_seconds, "now": now},
             )
-            return await _changed(db, row, "job.running")
+            claimed = sorted((Job.from_row(row) for row in rows), key=lambda j: (j.run_at, j.id))
+            await log.append_many(db, [(TOPIC, "job.running", j.summary()) for j in claimed])
+            return claimed
 
 
 async def renew_lease(db: Database, job_id: int, worker: str, lease_seconds: float) -> bool | None:

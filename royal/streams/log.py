@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 NOTIFY_CHANNEL = "royal_events"
 APPEND_LOCK_KEY = 0x726F79616C0001  # "royal" + 1: the advisory lock that orders appends
-_BATCH = 500  # rows per multi-row INSERT: 1,500 parameters, far below SQLite's limit
 _COLUMNS = "id, topic, event, data, created_at"
 
 
@@ -42,40 +41,43 @@ async def append(db: Database, topic: str, event: str, data: Any) -> StoredEvent
 
 
 async def append_many(db: Database, items: Sequence[tuple[str, str, Any]]) -> list[StoredEvent]:
-    """Store ``(topic, event, data)`` items in one transaction; returned in id order."""
+    """Store ``(topic, event, data)`` items in one statement; returned in id order."""
     if not items:
         return []
-    if db.dialect != "postgres" and len(items) <= _BATCH:
+    if db.dialect != "postgres":
         return await _insert(db, items)  # one statement is atomic; the single writer orders ids
-    stored: list[StoredEvent] = []
     async with db.transaction():
-        if db.dialect == "postgres":
-            await db.execute("SELECT pg_advisory_xact_lock(:key)", {"key": APPEND_LOCK_KEY})
-        for start in range(0, len(items), _BATCH):
-            stored.extend(await _insert(db, items[start : start + _BATCH]))
-        if db.dialect == "postgres":
-            # One wake-up per transaction is enough: dispatchers read everything after their cursor.
-            await db.execute(
-                "SELECT pg_notify(:channel, :payload)",
-                {"channel": NOTIFY_CHANNEL, "payload": str(stored[-1].id)},
-            )
+        await db.execute("SELECT pg_advisory_xact_lock(:key)", {"key": APPEND_LOCK_KEY})
+        stored = await _insert(db, items)
+        # One wake-up per transaction is enough: dispatchers read everything after their cursor.
+        await db.execute(
+            "SELECT pg_notify(:channel, :payload)",
+            {"channel": NOTIFY_CHANNEL, "payload": str(stored[-1].id)},
+        )
     return stored
 
 
+# The rows travel as one JSON array of [topic, event, data] parameter: a statement with three
+# parameters per row costs ~70 us a row to build and compile, ten times what SQLite needs to
+# run it. Rows are inserted in array order, so ids follow the items.
+_INSERT = {
+    "sqlite": f"""INSERT INTO stream_events (topic, event, data)
+                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                         json_extract(value, '$[2]')
+                    FROM json_each(:rows)
+                   ORDER BY key
+               RETURNING {_COLUMNS}""",
+    "postgres": f"""INSERT INTO stream_events (topic, event, data)
+                    SELECT row ->> 0, row ->> 1, row ->> 2
+                      FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS t(row, n)
+                     ORDER BY n
+                 RETURNING {_COLUMNS}""",
+}
+
+
 async def _insert(db: Database, items: Sequence[tuple[str, str, Any]]) -> list[StoredEvent]:
-    values: dict[str, Any] = {}
-    rows: list[str] = []
-    for n, (topic, event, data) in enumerate(items):
-        rows.append(f"(:topic{n}, :event{n}, :data{n})")
-        values[f"topic{n}"] = topic
-        values[f"event{n}"] = event
-        values[f"data{n}"] = dumps_bytes(data).decode()
-    records = await db.fetch_all(
-        f"""INSERT INTO stream_events (topic, event, data)
-                 VALUES {", ".join(rows)}
-              RETURNING {_COLUMNS}""",
-        values,
-    )
+    rows = [(topic, event, dumps_bytes(data).decode()) for topic, event, data in items]
+    records = await db.fetch_all(_INSERT[db.dialect], {"rows": dumps_bytes(rows).decode()})
     return sorted((_event(record) for record in records), key=lambda e: e.id)
 
 

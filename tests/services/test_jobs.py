@@ -137,3 +137,26 @@ async def test_enqueue_unique_keeps_one_pending(database: Database) -> None:
     assert await jobs.enqueue_unique(database, "work", {}) is not None
     assert await jobs.enqueue_unique(database, "work", {}) is None
     assert await jobs.queue_depth(database) == {"queued": 1, "running": 0}
+
+
+async def test_claim_many_takes_a_batch_in_order_in_one_go(database: Database) -> None:
+    queued = [await jobs.enqueue(database, "work", {"n": n}) for n in range(5)]
+    lost = await jobs.enqueue(database, "work", {"n": "lost"}, max_attempts=1)
+    # `lost` ran once on a worker that died: no attempts left, it is failed, not claimed.
+    await database.execute(
+        """UPDATE jobs SET status = 'running', attempts = 1, lease_owner = 'dead',
+                  lease_expires_at = :past, run_at = 0 WHERE id = :id""",
+        {"id": lost.id, "past": time.time() - 1},
+    )
+    first = await jobs.claim_many(database, "w1", KINDS, 30, limit=3)
+    # `lost` (due first) took one of the three places and was failed instead of claimed.
+    assert [job.id for job in first] == [job.id for job in queued[:2]]
+    assert all(job.status == "running" and job.lease_owner == "w1" for job in first)
+    assert (await jobs.select_job(database, lost.id)).status == "failed"  # type: ignore[union-attr]
+    rest = await jobs.claim_many(database, "w2", KINDS, 30, limit=10)
+    assert [job.id for job in rest] == [job.id for job in queued[2:]]
+    assert await jobs.claim_many(database, "w2", KINDS, 30, limit=10) == []
+    running = [
+        e for e in await log.read_since(database, 0, topics=["jobs"]) if e.event == "job.running"
+    ]
+    assert len(running) == 5, "one job.running event per claimed job"
