@@ -13,8 +13,9 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+import httpx
 
 from bench import machine
 from royal.db import connect_database
@@ -23,6 +24,7 @@ from royal.services import tokens, users
 from royal.testing import LiveServer
 
 BENCH_USER = "bench-operator"
+STREAM_COUNTERS = ("published", "dispatched", "delivered", "catchups", "replayed", "resets")
 
 
 class RoyalServer:
@@ -81,6 +83,14 @@ class RoyalServer:
             issued = await tokens.issue_token(database, user.id, "access", 24 * 3600)
         return issued.token
 
+    async def stream_counters(self) -> dict[str, int]:
+        """The broker's counters now (``GET /streams``); a run reports the difference of two."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30) as http:
+            response = await http.get("/streams")
+        counters: dict[str, int] = response.json().get("counters", {})
+        return {key: counters.get(key, 0) for key in STREAM_COUNTERS}
+
     def pids(self) -> set[int]:
         """Every process of the server (supervisor, workers, multiprocessing's helpers)."""
         if self.live is None or self.live.process is None:
@@ -103,12 +113,7 @@ class RoyalServer:
     def __enter__(self) -> RoyalServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
