@@ -47,9 +47,9 @@ class LocalBackend:
         loop = asyncio.get_running_loop()
         start = loop.time()
         for n, token in enumerate(tokens):
-            if n and self.token_seconds > 0:
-                await asyncio.sleep(max(0.0, start + n * self.token_seconds - loop.time()))
-            yield token
+            if n and (wait := start + n * self.token_seconds - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            yield token  # behind schedule: the late tokens go out back to back
         prompt = sum(len(words(message.content)) for message in messages)
         yield Usage(prompt_tokens=prompt, completion_tokens=len(tokens))
 
