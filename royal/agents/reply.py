@@ -22,7 +22,7 @@ from typing import Any
 from royal.agents.backend import Backend, BackendError, ChatMessage, Usage, estimate_tokens
 from royal.agents.deltas import DeltaWriter, ReplyDeltas
 from royal.jobs.registry import JobContext
-from royal.services import agents, settings
+from royal.services import agents, replies, settings
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,13 @@ class Reply:
         self.message_id = message_id
 
     async def run(self) -> dict[str, Any]:
-        reply = await agents.start_reply(self.db, self.message_id)
+        reply = await replies.start_reply(self.db, self.message_id)
         if reply is None:
             return {"outcome": "already ended"}
-        sent = await agents.emitted_deltas(self.db, reply)
+        sent = await replies.emitted_deltas(self.db, reply)
         if sent:  # an earlier attempt died after streaming part of it
             partial = "".join(sent)
-            data = agents.error_event(reply, "interrupted", "The reply was interrupted.", partial)
+            data = replies.error_event(reply, "interrupted", "The reply was interrupted.", partial)
             await self._finish(reply, "failed", partial, "error", data, error="interrupted")
             return {"outcome": "interrupted"}
         deltas = self.agents.writer.open(agents.topic(reply.session_id), reply.id)
@@ -136,7 +136,7 @@ class Reply:
         """Store what was generated, and tell the stream why it stopped."""
         await deltas.flush()
         status: agents.Status = "cancelled" if code in ("cancelled", "abandoned") else "failed"
-        data = agents.error_event(reply, code, message, deltas.text)
+        data = replies.error_event(reply, code, message, deltas.text)
         await self._finish(reply, status, deltas.text, "error", data, error=code)
         return {"outcome": code, "tokens": deltas.tokens}
 
@@ -151,7 +151,7 @@ class Reply:
         usage: dict[str, int] | None = None,
         error: str | None = None,
     ) -> None:
-        await agents.finish_reply(
+        await replies.finish_reply(
             self.db, reply, status, content, event, data, usage=usage, error=error
         )
         self.context.broker.wake()

@@ -18,7 +18,7 @@ from royal.blueprints.live import requested_last_event_id, sse_response
 from royal.db import get_db
 from royal.errors import APIError, validation_detail
 from royal.pagination import Page, PageQuery, decode_cursor, page_of
-from royal.services import agents
+from royal.services import agents, replies
 from royal.streams.extension import get_broker
 
 bp = Blueprint("agents", __name__)
@@ -191,8 +191,8 @@ async def cancel(session_id: str) -> tuple[CancelOut, int]:
     message keeps the text written so far. 409 when no reply is in progress."""
     session = await _session(session_id)
     try:
-        status, reply = await agents.cancel_reply(get_db(), session.id)
-    except agents.NothingToCancel:
+        status, reply = await replies.cancel_reply(get_db(), session.id)
+    except replies.NothingToCancel:
         raise APIError(409, "NOTHING_TO_CANCEL", "The session has no reply in progress.") from None
     get_broker().wake()
     return CancelOut(status=status, message_id=reply.id), 202  # type: ignore[arg-type]

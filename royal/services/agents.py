@@ -4,7 +4,7 @@ A user message and the reply it asks for are written together: the user's messag
 assistant message in ``pending`` and the ``agent.reply`` job that will fill it, in one
 transaction. A session has at most one reply in progress (a partial unique index says so).
 The reply's text travels as events on the session's topic; the message row gets the whole
-text when the reply ends (``finish_reply``), in the same transaction as the final event.
+text when the reply ends (``replies.finish_reply``), in the same transaction as the final event.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from royal.json_provider import dumps_bytes
 from royal.services import jobs
 from royal.streams import log
 
@@ -34,7 +33,7 @@ Status = Literal["complete", "pending", "streaming", "cancelled", "failed"]
 IN_PROGRESS: tuple[Status, ...] = ("pending", "streaming")
 
 _SESSION_COLUMNS = "seq, id, user_id, title, created_at, updated_at, watched_at"
-_MESSAGE_COLUMNS = """id, session_id, role, content, status, reply_to, job_id, stream_after,
+MESSAGE_COLUMNS = """id, session_id, role, content, status, reply_to, job_id, stream_after,
     usage, error, created_at, updated_at"""
 
 
@@ -116,10 +115,6 @@ class ReplyInProgress(Exception):
         self.message_id = message_id
 
 
-class NothingToCancel(Exception):
-    """The session has no reply in progress."""
-
-
 async def create_session(db: Database, user_id: int, title: str | None = None) -> Session:
     now = time.time()
     row = await db.fetch_one(
@@ -174,7 +169,7 @@ async def select_messages(
     if before_id is not None:
         values["before"] = before_id
     rows = await db.fetch_all(
-        f"""SELECT {_MESSAGE_COLUMNS} FROM agent_messages
+        f"""SELECT {MESSAGE_COLUMNS} FROM agent_messages
              WHERE session_id = :session_id {before}
              ORDER BY id DESC
              LIMIT :limit""",
@@ -185,7 +180,7 @@ async def select_messages(
 
 async def select_message(db: Database, message_id: int) -> Message | None:
     row = await db.fetch_one(
-        f"SELECT {_MESSAGE_COLUMNS} FROM agent_messages WHERE id = :id", {"id": message_id}
+        f"SELECT {MESSAGE_COLUMNS} FROM agent_messages WHERE id = :id", {"id": message_id}
     )
     return None if row is None else Message.from_row(row)
 
@@ -194,25 +189,13 @@ async def conversation(db: Database, reply: Message, limit: int) -> list[Message
     """What the backend answers: the newest ``limit`` finished messages before ``reply``,
     oldest first (a cancelled or failed reply's partial text is left out)."""
     rows = await db.fetch_all(
-        f"""SELECT {_MESSAGE_COLUMNS} FROM agent_messages
+        f"""SELECT {MESSAGE_COLUMNS} FROM agent_messages
              WHERE session_id = :session_id AND id < :id AND status = 'complete'
              ORDER BY id DESC
              LIMIT :limit""",
         {"session_id": reply.session_id, "id": reply.id, "limit": limit},
     )
     return [Message.from_row(row) for row in reversed(rows)]
-
-
-async def latest_reply(db: Database, session_id: str) -> Message | None:
-    """The session's newest assistant reply made by Royal (in progress or finished)."""
-    row = await db.fetch_one(
-        f"""SELECT {_MESSAGE_COLUMNS} FROM agent_messages
-             WHERE session_id = :session_id AND role = 'assistant' AND job_id IS NOT NULL
-             ORDER BY id DESC
-             LIMIT 1""",
-        {"session_id": session_id},
-    )
-    return None if row is None else Message.from_row(row)
 
 
 async def add_message(
@@ -265,7 +248,7 @@ async def add_message(
         )
         row = await db.fetch_one(
             f"""UPDATE agent_messages SET job_id = :job_id WHERE id = :id
-             RETURNING {_MESSAGE_COLUMNS}""",
+             RETURNING {MESSAGE_COLUMNS}""",
             {"id": reply.id, "job_id": job.id},
         )
         return message, Message.from_row(row)
@@ -287,7 +270,7 @@ async def _insert_message(
                                         stream_after, created_at, updated_at)
                  VALUES (:session_id, :role, :content, :status, :reply_to, :stream_after,
                          :now, :now)
-              RETURNING {_MESSAGE_COLUMNS}""",
+              RETURNING {MESSAGE_COLUMNS}""",
         {
             "session_id": session_id,
             "role": role,
@@ -301,69 +284,9 @@ async def _insert_message(
     return Message.from_row(row)
 
 
-async def start_reply(db: Database, message_id: int) -> Message | None:
-    """Mark a reply ``streaming`` (its job began); None if it already ended (cancelled)."""
-    row = await db.fetch_one(
-        f"""UPDATE agent_messages SET status = 'streaming', updated_at = :now
-             WHERE id = :id AND status IN ('pending', 'streaming')
-         RETURNING {_MESSAGE_COLUMNS}""",
-        {"id": message_id, "now": time.time()},
-    )
-    return None if row is None else Message.from_row(row)
-
-
-async def emitted_deltas(db: Database, reply: Message) -> list[str]:
-    """The deltas of ``reply`` already in the log (a previous attempt's), in order."""
-    rows = await db.fetch_all(
-        """SELECT data FROM stream_events
-            WHERE topic = :topic AND id > :after AND event = 'message'
-            ORDER BY id""",
-        {"topic": topic(reply.session_id), "after": reply.stream_after},
-    )
-    deltas = (orjson.loads(row["data"]) for row in rows)
-    return [delta["delta"] for delta in deltas if delta.get("message_id") == reply.id]
-
-
-async def finish_reply(
-    db: Database,
-    reply: Message,
-    status: Status,
-    content: str,
-    event: str,
-    data: dict[str, Any],
-    *,
-    usage: dict[str, int] | None = None,
-    error: str | None = None,
-) -> Message | None:
-    """End a reply: its final text and status, and the final event, in one transaction.
-
-    None (and no event) when the reply had already ended, so it ends exactly once.
-    """
-    async with db.transaction():
-        row = await db.fetch_one(
-            f"""UPDATE agent_messages
-                   SET status = :status, content = :content, usage = :usage, error = :error,
-                       updated_at = :now
-                 WHERE id = :id AND status IN ('pending', 'streaming')
-             RETURNING {_MESSAGE_COLUMNS}""",
-            {
-                "id": reply.id,
-                "status": status,
-                "content": content,
-                "usage": None if usage is None else dumps_bytes(usage).decode(),
-                "error": error,
-                "now": time.time(),
-            },
-        )
-        if row is None:
-            return None
-        await log.append(db, topic(reply.session_id), event, data)
-        return Message.from_row(row)
-
-
 async def reply_in_progress(db: Database, session_id: str) -> Message | None:
     row = await db.fetch_one(
-        f"""SELECT {_MESSAGE_COLUMNS} FROM agent_messages
+        f"""SELECT {MESSAGE_COLUMNS} FROM agent_messages
              WHERE session_id = :session_id AND status IN ('pending', 'streaming')""",
         {"session_id": session_id},
     )
@@ -387,48 +310,6 @@ async def watched_at(db: Database, session_id: str) -> float | None:
         "SELECT watched_at FROM agent_sessions WHERE id = :id", {"id": session_id}
     )
     return None if value is None else float(value)
-
-
-def error_event(reply: Message, code: str, message: str, content: str) -> dict[str, Any]:
-    """The data of an ``error`` event: why the reply ended, and the text it had by then."""
-    return {"message_id": reply.id, "code": code, "error": message, "content": content}
-
-
-async def cancel_reply(db: Database, session_id: str) -> tuple[str, Message]:
-    """Stop the session's reply. Returns ("cancelled", reply) when it had not started (it ends
-    here), ("cancelling", reply) when its worker was asked to stop (it stores the partial
-    text and sends the final event itself). Raises NothingToCancel."""
-    reply = await reply_in_progress(db, session_id)
-    if reply is None or reply.job_id is None:
-        raise NothingToCancel(session_id)
-    try:
-        job = await jobs.cancel(db, reply.job_id)
-    except (jobs.JobNotFound, jobs.JobFinished):
-        job = None  # the job is gone or over, but the reply never ended: end it here
-    if job is not None and job.status != "cancelled":
-        return "cancelling", reply
-    data = error_event(reply, "cancelled", "The reply was cancelled.", "")
-    finished = await finish_reply(db, reply, "cancelled", "", "error", data, error="cancelled")
-    return "cancelled", finished or reply
-
-
-async def end_orphaned_replies(db: Database) -> int:
-    """Fail replies whose job ended without ending them (its last worker died mid-reply), so
-    their streams get a final ``error`` event. Returns how many were ended."""
-    rows = await db.fetch_all(
-        f"""SELECT {", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))}
-              FROM agent_messages m JOIN jobs j ON j.id = m.job_id
-             WHERE m.status IN ('pending', 'streaming')
-               AND j.status IN ('succeeded', 'failed', 'cancelled')"""
-    )
-    ended = 0
-    for row in rows:
-        reply = Message.from_row(row)
-        partial = "".join(await emitted_deltas(db, reply))
-        data = error_event(reply, "interrupted", "The worker generating it stopped.", partial)
-        if await finish_reply(db, reply, "failed", partial, "error", data, error="interrupted"):
-            ended += 1
-    return ended
 
 
 async def start_chat(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from royal.services import agents, tokens
+from royal.services import replies, tokens
 from royal.streams import retention
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ async def run_retention_job(context: JobContext, payload: Any) -> dict[str, int]
     db = context.db
     events = await retention.apply_retention(db, context.config["STREAM_RETENTION_SECONDS"])
     expired_tokens = await tokens.delete_expired_tokens(db)
-    orphans = await agents.end_orphaned_replies(db)
+    orphans = await replies.end_orphaned_replies(db)
     if orphans:
         context.broker.wake()
     return {"stream_events": events, "tokens": expired_tokens, "orphaned_replies": orphans}

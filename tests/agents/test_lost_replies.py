@@ -14,7 +14,7 @@ from royal.agents.reply import Agents
 from royal.config import Config
 from royal.db import Database
 from royal.jobs.registry import JobContext
-from royal.services import agents, jobs, users
+from royal.services import agents, jobs, replies, users
 from royal.streams import log
 from royal.streams.broker import Broker
 from royal.streams.topics import Topics
@@ -86,7 +86,7 @@ async def test_a_reply_whose_worker_died_mid_stream_ends_interrupted(database: D
 
 async def test_maintenance_ends_a_reply_whose_job_ended_without_it(database: Database) -> None:
     reply, job = await started_reply(database)
-    await agents.start_reply(database, reply.id)
+    await replies.start_reply(database, reply.id)
     await log.append(
         database,
         agents.topic(reply.session_id),
@@ -95,10 +95,10 @@ async def test_maintenance_ends_a_reply_whose_job_ended_without_it(database: Dat
     )
     failed = await jobs.fail(database, job, "worker-1", "lost", retry_base_seconds=1)
     assert failed is not None and failed.status == "queued"  # attempts left: not an orphan yet
-    assert await agents.end_orphaned_replies(database) == 0
+    assert await replies.end_orphaned_replies(database) == 0
     await database.execute("UPDATE jobs SET status = 'failed' WHERE id = :id", {"id": job.id})
-    assert await agents.end_orphaned_replies(database) == 1
-    assert await agents.end_orphaned_replies(database) == 0, "ended exactly once"
+    assert await replies.end_orphaned_replies(database) == 1
+    assert await replies.end_orphaned_replies(database) == 0, "ended exactly once"
     stored = await agents.select_message(database, reply.id)
     assert stored is not None and (stored.status, stored.content) == ("failed", "Half ")
     assert (await topic_events(database, reply))[-1][1]["code"] == "interrupted"
