@@ -5,13 +5,25 @@ from __future__ import annotations
 from quart import Quart
 from quart_schema import QuartSchema
 
-from royal import agents, alerts_expiry, auth, db, errors, jobs, login_limits, request_id, security
+from royal import (
+    agents,
+    alerts_expiry,
+    auth,
+    db,
+    errors,
+    jobs,
+    login_limits,
+    metrics,
+    request_id,
+    security,
+)
 from royal.blueprints import agents as agents_bp
 from royal.blueprints import alerts as alerts_bp
 from royal.blueprints import auth as auth_bp
 from royal.blueprints import events as events_bp
 from royal.blueprints import health, live, openai_api
 from royal.blueprints import jobs as jobs_bp
+from royal.blueprints import metrics as metrics_bp
 from royal.blueprints import settings as settings_bp
 from royal.blueprints import system as system_bp
 from royal.config import ConfigSource, load_config
@@ -29,6 +41,7 @@ def create_app(config: ConfigSource = None) -> Quart:
 
     db.init_app(app)
     request_id.init_app(app)
+    metrics.init_app(app)
     security.init_app(app)
     login_limits.init_app(app)
     auth.init_app(app)
@@ -55,4 +68,5 @@ def create_app(config: ConfigSource = None) -> Quart:
     app.register_blueprint(system_bp.bp, url_prefix="/api/system")
     app.register_blueprint(agents_bp.bp, url_prefix="/agents")
     app.register_blueprint(openai_api.bp, url_prefix="/v1")
+    app.register_blueprint(metrics_bp.bp)
     return app

@@ -37,6 +37,7 @@ class Config:
     MIGRATE_ON_START = True
 
     READYZ_TIMEOUT_SECONDS = 2.0
+    METRICS_PUBLIC = False  # true: /metrics and /metrics/prometheus answer without a token
     MAX_CONTENT_LENGTH = 1024 * 1024  # bytes; larger bodies get a JSON 413
 
     # Auth: opaque tokens, single-use stream tickets, argon2id (RFC 9106 low-memory profile).

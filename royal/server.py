@@ -13,18 +13,25 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
+from pathlib import Path
 from typing import Any
 
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
+from prometheus_client import multiprocess
 
 logger = logging.getLogger("royal.server")
 RESPAWN_DELAY_SECONDS = 1.0
@@ -32,6 +39,30 @@ RESPAWN_DELAY_SECONDS = 1.0
 
 def serve(config: Config) -> int:
     """Start ``config.workers`` worker processes and supervise them until a signal."""
+    with metrics_directory():
+        return _supervise(config)
+
+
+@contextmanager
+def metrics_directory() -> Iterator[None]:
+    """PROMETHEUS_MULTIPROC_DIR for the workers (set before they start, so each writes its
+    metrics there and a scrape on any of them adds them all up): the operator's, emptied of a
+    previous run's files, or a temporary one removed at the end."""
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = Path(chosen or tempfile.mkdtemp(prefix="royal-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if chosen is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def _supervise(config: Config) -> int:
     sockets = config.create_sockets()
     context = get_context("spawn")
     shutdown = context.Event()
@@ -60,6 +91,9 @@ def serve(config: Config) -> int:
         wait([process.sentinel for process in processes], timeout=1.0)
         for process in [p for p in processes if not p.is_alive()]:
             started = processes.pop(process)
+            if process.pid is not None:
+                # Its live gauges stop counting.
+                multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
             if process.exitcode in (0, None):
                 continue
             exit_code = 1

@@ -135,6 +135,8 @@ MATRIX = [
         users_only(404),
     ),
     Case("GET", "/v1/models", "/v1/models", users_only(200)),
+    Case("GET", "/metrics", "/metrics", users_only(200)),
+    Case("GET", "/metrics/prometheus", "/metrics/prometheus", users_only(200)),
     Case("GET", "/v1/<path:path>", "/v1/files", users_only(404)),
     Case("POST", "/v1/<path:path>", "/v1/embeddings", users_only(404), body={}),
     Case(

@@ -328,3 +328,12 @@ async def start_chat(
         _, reply = await add_message(db, session, "user", last_content)
     assert reply is not None
     return session, reply
+
+
+async def count_active_sessions(db: Database, since: float) -> int:
+    """Sessions watched (or written to) since ``since``, across every process."""
+    return int(
+        await db.fetch_val(
+            "SELECT count(*) FROM agent_sessions WHERE watched_at >= :since", {"since": since}
+        )
+    )

@@ -1,0 +1,50 @@
+"""The Prometheus text for a scrape: every worker's values (multiprocess mode) plus the
+figures read once from the database by the worker that answers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Fixed(Collector):
+    def __init__(self, metrics: Iterable[Metric]) -> None:
+        self.metrics = list(metrics)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.metrics)
+
+
+class _Process(Collector):
+    """This process's own registry (no multiprocess directory: one worker, or tests)."""
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(REGISTRY.collect())
+
+
+def render(shared: Iterable[Metric]) -> bytes:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_Process())
+    registry.register(_Fixed(shared))
+    return generate_latest(registry)
+
+
+def gauge(name: str, documentation: str, values: Mapping[str, float], label: str) -> Metric:
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
+
+
+def single(name: str, documentation: str, value: float) -> Metric:
+    return GaugeMetricFamily(name, documentation, value=value)
