@@ -3,7 +3,8 @@ the agent backend, as JSON (``/metrics``) and as Prometheus text (``/metrics/pro
 
 Each worker mirrors its in-process counters into the Prometheus metrics every second, so a
 scrape on any worker sees every worker's values (at most a second old) once ``royal serve``
-has set PROMETHEUS_MULTIPROC_DIR.
+has set PROMETHEUS_MULTIPROC_DIR, and publishes a live snapshot on the ``metrics`` topic
+(``royal.metrics.live``) every ``metrics_interval_seconds``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 
 from quart import Quart, Response, current_app, g, request
 
-from royal.metrics.families import CIRCUIT_OPEN, SSE_OPEN, STREAM_EVENTS, WORKERS, WS_OPEN
+from royal.metrics.families import WORKERS
+from royal.metrics.live import SnapshotPublisher
+from royal.metrics.mirror import MIRRORED, mirror
 from royal.metrics.requests import RequestStats
 
 __all__ = ["init_app", "mirror", "request_stats"]
-
-MIRRORED = ("published", "dispatched", "delivered", "replayed")
 
 
 def init_app(app: Quart) -> None:
@@ -44,10 +45,14 @@ def init_app(app: Quart) -> None:
     @app.while_serving
     async def _mirror_counters() -> AsyncGenerator[None, None]:
         WORKERS.set(1)
-        task = asyncio.create_task(_mirror_every_second(app), name="royal-metrics")
+        tasks = [
+            asyncio.create_task(_mirror_every_second(app), name="royal-metrics"),
+            asyncio.create_task(SnapshotPublisher(app).run(), name="royal-live-metrics"),
+        ]
         yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         WORKERS.set(0)
 
 
@@ -55,21 +60,6 @@ async def _mirror_every_second(app: Quart) -> None:
     while True:
         mirror(app)
         await asyncio.sleep(1.0)
-
-
-def mirror(app: Quart) -> None:
-    """Copy this process's stream counters and breaker state into the Prometheus metrics."""
-    counters = app.extensions["royal.broker"].counters
-    SSE_OPEN.set(counters.sse_open)
-    WS_OPEN.set(counters.ws_open)
-    done: dict[str, int] = app.extensions["royal.metrics_mirrored"]
-    for stage in MIRRORED:
-        now = getattr(counters, stage)
-        if now > done[stage]:
-            STREAM_EVENTS.labels(stage).inc(now - done[stage])
-            done[stage] = now
-    breaker = getattr(app.extensions["royal.agents"].backend, "breaker", None)
-    CIRCUIT_OPEN.set(1 if breaker is not None and breaker.state == "open" else 0)
 
 
 def request_stats() -> dict[str, Any]:

@@ -48,3 +48,20 @@ def gauge(name: str, documentation: str, values: Mapping[str, float], label: str
 
 def single(name: str, documentation: str, value: float) -> Metric:
     return GaugeMetricFamily(name, documentation, value=value)
+
+
+def totals(registry_names: Iterable[str]) -> dict[str, float]:
+    """The sum of every sample of each named metric over all workers (counters by their
+    ``_total`` sample name): the cluster-wide figures for the live snapshot."""
+    wanted = set(registry_names)
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_Process())
+    sums = dict.fromkeys(wanted, 0.0)
+    for metric in registry.collect():
+        for found in metric.samples:
+            if found.name in wanted:
+                sums[found.name] += found.value
+    return sums
