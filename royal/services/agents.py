@@ -146,17 +146,8 @@ async def select_sessions(
     db: Database, user_id: int, *, before_seq: int | None = None, limit: int = 50
 ) -> list[Session]:
     """Newest first; fetches ``limit + 1`` so the caller knows whether another page exists."""
-    before = "AND seq < :before" if before_seq is not None else ""
-    values: dict[str, Any] = {"user_id": user_id, "limit": limit + 1}
-    if before_seq is not None:
-        values["before"] = before_seq
-    rows = await db.fetch_all(
-        f"""SELECT {_SESSION_COLUMNS} FROM agent_sessions
-             WHERE user_id = :user_id {before}
-             ORDER BY seq DESC
-             LIMIT :limit""",
-        values,
-    )
+    query = f"SELECT {_SESSION_COLUMNS} FROM agent_sessions WHERE user_id = :owner"
+    rows = await _newest_first(db, query, "seq", user_id, before_seq, limit)
     return [Session.from_row(row) for row in rows]
 
 
@@ -164,18 +155,20 @@ async def select_messages(
     db: Database, session_id: str, *, before_id: int | None = None, limit: int = 50
 ) -> list[Message]:
     """Newest first, ``limit + 1`` rows (see ``select_sessions``)."""
-    before = "AND id < :before" if before_id is not None else ""
-    values: dict[str, Any] = {"session_id": session_id, "limit": limit + 1}
-    if before_id is not None:
-        values["before"] = before_id
-    rows = await db.fetch_all(
-        f"""SELECT {MESSAGE_COLUMNS} FROM agent_messages
-             WHERE session_id = :session_id {before}
-             ORDER BY id DESC
-             LIMIT :limit""",
-        values,
-    )
+    query = f"SELECT {MESSAGE_COLUMNS} FROM agent_messages WHERE session_id = :owner"
+    rows = await _newest_first(db, query, "id", session_id, before_id, limit)
     return [Message.from_row(row) for row in rows]
+
+
+async def _newest_first(
+    db: Database, query: str, key: str, owner: object, before: int | None, limit: int
+) -> list[Any]:
+    """One page of ``query`` (filtered by ``:owner``) below the cursor ``before``."""
+    values: dict[str, Any] = {"owner": owner, "limit": limit + 1}
+    if before is not None:
+        query += f" AND {key} < :before"
+        values["before"] = before
+    return await db.fetch_all(f"{query} ORDER BY {key} DESC LIMIT :limit", values)
 
 
 async def select_message(db: Database, message_id: int) -> Message | None:
