@@ -38,7 +38,8 @@ class StreamCounters:
     sse_open: int = 0
     ws_open: int = 0
     subscriptions: int = 0
-    published: int = 0
+    published: int = 0  # stored events published by this process
+    published_ephemeral: int = 0  # ephemeral ones (live metrics), never stored
     dispatched: int = 0
     delivered: int = 0
     replayed: int = 0
@@ -185,10 +186,11 @@ class Broker:
         if topic in self.topics.ephemeral:
             published = Event(topic, event, dumps_bytes(data).decode())
             self.dispatch(published)
+            self.counters.published_ephemeral += 1
         else:
             published = Event.from_stored(await log.append(self.db, topic, event, data))
             self.wake()
-        self.counters.published += 1
+            self.counters.published += 1
         return published
 
     def wake(self) -> None:

@@ -482,10 +482,16 @@ def _slow_socket(url: str) -> socket.socket:
     return sock
 
 
-async def test_metrics_is_ephemeral_a_slow_reader_gets_the_newest_value(
+async def test_an_ephemeral_topic_gives_a_slow_reader_the_newest_value(
     live_royal: LiveRoyalFactory,
 ) -> None:
-    live = await live_royal()
+    # Its own ephemeral topic, like `metrics` (where Royal's live snapshots would interleave).
+    live = await live_royal(
+        env={
+            "ROYAL_STREAM_TOPICS": '["alerts", "events", "jobs", "metrics", "system", "gauges"]',
+            "ROYAL_STREAM_EPHEMERAL_TOPICS": '["metrics", "gauges"]',
+        }
+    )
     count = 50
     padding = secrets.token_hex(100_000)  # 200 kB that compression cannot shrink
     async with connect(
@@ -496,18 +502,18 @@ async def test_metrics_is_ephemeral_a_slow_reader_gets_the_newest_value(
         max_queue=1,
         max_size=None,
     ) as slow:
-        await slow.send(json.dumps({"type": "subscribe", "topics": ["metrics"]}))
+        await slow.send(json.dumps({"type": "subscribe", "topics": ["gauges"]}))
         assert json.loads(await asyncio.wait_for(slow.recv(), 5))["type"] == "subscribed"
 
         async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
             for n in range(count):
                 response = await http.post(
-                    "/streams/metrics",
+                    "/streams/gauges",
                     json={"event": "cpu", "data": {"n": n, "padding": padding}},
                     headers=live.headers("operator"),
                 )
                 assert response.status_code == 201, response.text
-                assert response.json() == {"id": None, "topic": "metrics", "event": "cpu"}
+                assert response.json() == {"id": None, "topic": "gauges", "event": "cpu"}
 
         received: list[int] = []
         deadline = time.monotonic() + 10
@@ -515,24 +521,24 @@ async def test_metrics_is_ephemeral_a_slow_reader_gets_the_newest_value(
             assert time.monotonic() < deadline, received
             message = json.loads(await asyncio.wait_for(slow.recv(), 5))
             assert message["type"] == "event"
-            assert (message["topic"], message["event"], message["id"]) == ("metrics", "cpu", None)
+            assert (message["topic"], message["event"], message["id"]) == ("gauges", "cpu", None)
             received.append(message["data"]["n"])
             await asyncio.sleep(0.05)  # a slow reader
     assert received == sorted(set(received))  # in order, never repeated
     assert received[-1] == count - 1  # the newest value always arrives
     assert len(received) < count // 2, received  # far fewer than were published
-    print(f"\nmetrics: {count} published, the slow reader got {len(received)}: {received}")
+    print(f"\ngauges: {count} published, the slow reader got {len(received)}: {received}")
 
     # Nothing was stored: a late subscriber gets the latest value at once, and only that.
     async with ws(live) as late:
-        assert (await late.subscribe(["metrics"]))["type"] == "subscribed"
+        assert (await late.subscribe(["gauges"]))["type"] == "subscribed"
         (latest,) = await late.events(1, timeout=1)
         assert latest["data"]["n"] == count - 1 and latest["id"] is None
         await late.send({"type": "ping"})
         assert (await late.receive(5))["type"] == "pong"
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
         refused = await http.post(
-            "/streams/metrics", json={"data": 1}, headers=live.headers("viewer")
+            "/streams/gauges", json={"data": 1}, headers=live.headers("viewer")
         )
     assert refused.status_code == 403
 
