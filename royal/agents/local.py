@@ -79,7 +79,7 @@ class LocalBackend:
 
     async def _status(self) -> str:
         await self.db.fetch_val("SELECT 1")
-        open_alerts = len(await alerts.select_alerts(self.db, state="active", limit=100))
+        open_alerts = await alerts.count_active(self.db)
         depth = await jobs.queue_depth(self.db)
         return (
             f"Royal is up on {self.db.dialect}, with {open_alerts} open alerts "

@@ -25,8 +25,6 @@ from royal.streams.extension import get_broker
 
 bp = Blueprint("metrics", __name__)
 
-ACTIVE_SECONDS = 60.0  # a session counts as active this long after it was last watched
-
 
 def _check_access() -> None:
     if not current_app.config["METRICS_PUBLIC"]:
@@ -37,7 +35,7 @@ async def _shared() -> tuple[dict[str, int], int]:
     """Figures every worker shares, read from the database: queue depth, active sessions."""
     db = get_db()
     depth = await jobs.queue_depth(db)
-    active = await agents.count_active_sessions(db, time.time() - ACTIVE_SECONDS)
+    active = await agents.count_active_sessions(db)
     return depth, active
 
 
@@ -82,7 +80,7 @@ async def metrics_prometheus() -> Response:
             exposition.gauge("royal_jobs", "Unfinished jobs by status.", depth, "status"),
             exposition.single(
                 "royal_agent_sessions_active",
-                f"Agent sessions watched in the last {ACTIVE_SECONDS:g} s.",
+                f"Agent sessions watched in the last {agents.ACTIVE_SECONDS:g} s.",
                 active,
             ),
         ]

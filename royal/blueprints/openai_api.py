@@ -29,6 +29,7 @@ from royal.json_provider import dumps_bytes
 from royal.services import agents
 from royal.streams import sse
 from royal.streams.extension import get_broker
+from royal.streams.sse_stream import streaming
 
 bp = Blueprint("openai", __name__)
 
@@ -174,23 +175,17 @@ class Completion:
         """The reply's events, (name, data), up to its ``done`` or ``error``; ``ping`` when
         idle. The session counts as watched meanwhile, so a client that goes away lets the
         grace period cancel the reply."""
-        broker = self.broker
-        broker.counters.sse_open += 1
-        try:
-            async with broker.subscribe([self.topic], self.reply.stream_after) as subscription:
-                with broker.topics.reading([self.topic]):
-                    while (batch := await subscription.next_batch(self.heartbeat)) is not None:
-                        if not batch:
-                            yield "ping", {}
-                        for event in batch:
-                            body = orjson.loads(event.data)
-                            if body.get("message_id") != self.reply.id:
-                                continue
-                            yield event.event, body
-                            if event.event in ("done", "error"):
-                                return
-        finally:
-            broker.counters.sse_open -= 1
+        async with streaming(self.broker, [self.topic], self.reply.stream_after) as subscription:
+            while (batch := await subscription.next_batch(self.heartbeat)) is not None:
+                if not batch:
+                    yield "ping", {}
+                for event in batch:
+                    body = orjson.loads(event.data)
+                    if body.get("message_id") != self.reply.id:
+                        continue
+                    yield event.event, body
+                    if event.event in ("done", "error"):
+                        return
 
     async def wait(self) -> tuple[str, dict[str, Any]]:
         async for name, body in self.events():

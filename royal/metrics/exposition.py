@@ -29,12 +29,18 @@ class _Process(Collector):
         return iter(REGISTRY.collect())
 
 
-def render(shared: Iterable[Metric]) -> bytes:
+def _workers() -> CollectorRegistry:
+    """Every worker's values (multiprocess mode), or this process's alone."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_Process())
+    return registry
+
+
+def render(shared: Iterable[Metric]) -> bytes:
+    registry = _workers()
     registry.register(_Fixed(shared))
     return generate_latest(registry)
 
@@ -54,13 +60,8 @@ def totals(registry_names: Iterable[str]) -> dict[str, float]:
     """The sum of every sample of each named metric over all workers (counters by their
     ``_total`` sample name): the cluster-wide figures for the live snapshot."""
     wanted = set(registry_names)
-    registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    else:
-        registry.register(_Process())
     sums = dict.fromkeys(wanted, 0.0)
-    for metric in registry.collect():
+    for metric in _workers().collect():
         for found in metric.samples:
             if found.name in wanted:
                 sums[found.name] += found.value

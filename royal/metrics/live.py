@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 TOPIC = "metrics"
 EVENT = "metrics"
-ACTIVE_SECONDS = 60.0
 _TOTALS = (
     "royal_http_requests_total",
     "royal_sse_connections",
@@ -67,7 +66,6 @@ class SnapshotPublisher:
         if self._last is not None and now > self._last[0]:
             rate = round(max(0.0, requests - self._last[1]) / (now - self._last[0]), 2)
         self._last = (now, requests)
-        open_alerts = await alerts.select_alerts(db, state="active", limit=1000)
         return {
             "at": time.time(),
             "worker_pid": os.getpid(),
@@ -77,7 +75,7 @@ class SnapshotPublisher:
             "sse_open": int(sums["royal_sse_connections"]),
             "ws_open": int(sums["royal_websocket_connections"]),
             "jobs": await jobs.queue_depth(db),
-            "alerts_active": len(open_alerts),
-            "active_sessions": await agents.count_active_sessions(db, time.time() - ACTIVE_SECONDS),
+            "alerts_active": await alerts.count_active(db),
+            "active_sessions": await agents.count_active_sessions(db),
             "agent_circuit_open": sums["royal_agent_circuit_open"] > 0,
         }

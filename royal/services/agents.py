@@ -323,10 +323,13 @@ async def start_chat(
     return session, reply
 
 
-async def count_active_sessions(db: Database, since: float) -> int:
-    """Sessions watched (or written to) since ``since``, across every process."""
-    return int(
-        await db.fetch_val(
-            "SELECT count(*) FROM agent_sessions WHERE watched_at >= :since", {"since": since}
-        )
+ACTIVE_SECONDS = 60.0  # a session is active this long after it was last watched or used
+
+
+async def count_active_sessions(db: Database) -> int:
+    """Sessions watched (or written to) in the last ACTIVE_SECONDS, across every process."""
+    since = time.time() - ACTIVE_SECONDS
+    value = await db.fetch_val(
+        "SELECT count(*) FROM agent_sessions WHERE watched_at >= :since", {"since": since}
     )
+    return int(value)

@@ -196,6 +196,14 @@ async def update_alert(db: Database, alert_id: int, changes: Mapping[str, Any]) 
         return None if row is None else await _published(db, row, "alert.updated")
 
 
+async def count_active(db: Database) -> int:
+    """How many alerts have not expired yet."""
+    value = await db.fetch_val(
+        "SELECT count(*) FROM alerts WHERE expires_at > :now", {"now": time.time()}
+    )
+    return int(value)
+
+
 async def delete_alert(db: Database, alert_id: int) -> bool:
     """Delete an alert and publish ``alert.deleted`` (data: its id); False if there was none."""
     async with db.transaction():
