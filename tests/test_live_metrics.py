@@ -18,6 +18,8 @@ SNAPSHOT_KEYS = {
     "workers",
     "requests_total",
     "requests_per_second",
+    "errors_per_second",
+    "latency_ms",
     "sse_open",
     "ws_open",
     "jobs",
@@ -46,6 +48,7 @@ async def test_snapshots_arrive_on_sse_and_websocket(live_royal: StartRoyal) -> 
     assert snapshots[-1]["at"] > snapshots[0]["at"]
     assert snapshots[-1]["alerts_active"] == 1 and snapshots[-1]["sse_open"] == 1
     assert snapshots[-1]["workers"] == 1 and snapshots[-1]["requests_per_second"] is not None
+    assert snapshots[-1]["errors_per_second"] == 0
     async with WSClient(live.ws_url, token=live.tokens["viewer"]) as ws:
         assert (await ws.subscribe(["metrics"]))["type"] == "subscribed"
         (message,) = await ws.events(1, timeout=5)

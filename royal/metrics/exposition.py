@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -56,13 +57,35 @@ def single(name: str, documentation: str, value: float) -> Metric:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
-def totals(registry_names: Iterable[str]) -> dict[str, float]:
-    """The sum of every sample of each named metric over all workers (counters by their
-    ``_total`` sample name): the cluster-wide figures for the live snapshot."""
-    wanted = set(registry_names)
-    sums = dict.fromkeys(wanted, 0.0)
-    for metric in _workers().collect():
-        for found in metric.samples:
-            if found.name in wanted:
-                sums[found.name] += found.value
+def samples() -> list[Sample]:
+    """Every worker's samples, read once (each read opens every worker's file)."""
+    return [sample for metric in _workers().collect() for sample in metric.samples]
+
+
+def totals(found: Iterable[Sample], names: Iterable[str]) -> dict[str, float]:
+    """The sum of every sample of each named metric (counters by their ``_total`` sample name):
+    the deployment-wide figures for the live snapshot."""
+    sums = dict.fromkeys(names, 0.0)
+    for sample in found:
+        if sample.name in sums:
+            sums[sample.name] += sample.value
     return sums
+
+
+def histogram_buckets(found: Iterable[Sample], name: str) -> dict[float, float]:
+    """The cumulative buckets (``le`` -> count) of histogram ``name`` over every label set."""
+    buckets: dict[float, float] = {}
+    for sample in found:
+        if sample.name == f"{name}_bucket":
+            le = float(sample.labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + sample.value
+    return buckets
+
+
+def server_errors(found: Iterable[Sample]) -> float:
+    """HTTP 5xx answers so far."""
+    return sum(
+        sample.value
+        for sample in found
+        if sample.name == "royal_http_requests_total" and sample.labels["status"].startswith("5")
+    )

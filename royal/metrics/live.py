@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from royal.metrics import exposition
+from royal.metrics.interval import IntervalLatency
 from royal.metrics.mirror import mirror
 from royal.services import agents, alerts, jobs, settings
 
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 TOPIC = "metrics"
 EVENT = "metrics"
+REQUEST_HISTOGRAM = "royal_http_request_duration_seconds"
 _TOTALS = (
     "royal_http_requests_total",
     "royal_sse_connections",
@@ -37,7 +39,8 @@ _TOTALS = (
 class SnapshotPublisher:
     def __init__(self, app: Quart) -> None:
         self.app = app
-        self._last: tuple[float, float] | None = None  # (monotonic time, requests total)
+        self._last: tuple[float, float, float] | None = None  # (monotonic time, requests, 5xx)
+        self._latency = IntervalLatency()
 
     async def run(self) -> None:
         """Publish until cancelled; a failed round is logged and the next one tries again."""
@@ -59,19 +62,26 @@ class SnapshotPublisher:
 
     async def snapshot(self) -> dict[str, Any]:
         db = self.app.extensions["royal.db"]
-        sums = exposition.totals(_TOTALS)
+        found = exposition.samples()
+        sums = exposition.totals(found, _TOTALS)
         now = time.monotonic()
         requests = sums["royal_http_requests_total"]
-        rate = None
+        errors = exposition.server_errors(found)
+        rate = error_rate = None
         if self._last is not None and now > self._last[0]:
-            rate = round(max(0.0, requests - self._last[1]) / (now - self._last[0]), 2)
-        self._last = (now, requests)
+            elapsed = now - self._last[0]
+            rate = round(max(0.0, requests - self._last[1]) / elapsed, 2)
+            error_rate = round(max(0.0, errors - self._last[2]) / elapsed, 2)
+        self._last = (now, requests, errors)
+        latency = self._latency.update(exposition.histogram_buckets(found, REQUEST_HISTOGRAM))
         return {
             "at": time.time(),
             "worker_pid": os.getpid(),
             "workers": int(sums["royal_workers"]),
             "requests_total": int(requests),
             "requests_per_second": rate,
+            "errors_per_second": error_rate,
+            "latency_ms": latency,
             "sse_open": int(sums["royal_sse_connections"]),
             "ws_open": int(sums["royal_websocket_connections"]),
             "jobs": await jobs.queue_depth(db),
