@@ -9,6 +9,7 @@ from royal import (
     agents,
     alerts_expiry,
     auth,
+    dashboard,
     db,
     errors,
     jobs,
@@ -69,4 +70,5 @@ def create_app(config: ConfigSource = None) -> Quart:
     app.register_blueprint(agents_bp.bp, url_prefix="/agents")
     app.register_blueprint(openai_api.bp, url_prefix="/v1")
     app.register_blueprint(metrics_bp.bp)
+    app.register_blueprint(dashboard.bp)
     return app

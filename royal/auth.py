@@ -35,8 +35,8 @@ R = TypeVar("R")
 COOKIE_NAME = "royal_session"
 SECURE_COOKIE_NAME = "__Host-royal_session"  # browsers accept __Host- cookies only when Secure
 _PUBLIC = "_royal_public"
-# quart-schema's documentation endpoints and static files are public by nature.
-_PUBLIC_ENDPOINTS = {"static", "openapi", "swagger_ui", "redoc_ui", "scalar_ui"}
+# quart-schema's documentation endpoints and static files (the dashboard's too) are public.
+_PUBLIC_ENDPOINTS = {"static", "dashboard.static", "openapi", "swagger_ui", "redoc_ui", "scalar_ui"}
 
 
 def init_app(app: Quart) -> None:

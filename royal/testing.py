@@ -8,6 +8,7 @@ keeps the same address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -69,6 +70,7 @@ class LiveServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.cwd,
+                start_new_session=True,  # its own process group: kill() takes the workers too
             )
         self._wait_until_live()
         return self
@@ -107,9 +109,21 @@ class LiveServer:
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # the workers too
                 process.wait()
         return process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the server and every worker at once, as a crash or a lost machine would:
+        no drain, no goodbye to clients. The socket stays open, so start() serves the same URL
+        and clients that reconnect meanwhile wait in its backlog."""
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     def restart(self) -> LiveServer:
         """Stop and start again on the same socket: clients reconnect to the same URL."""

@@ -54,6 +54,14 @@ MATRIX = [
     Case("GET", "/docs", "/docs", everyone(200)),
     Case("GET", "/redocs", "/redocs", everyone(200)),
     Case("GET", "/scalar", "/scalar", everyone(200)),
+    # The dashboard: its sign-in page for anonymous callers; its assets hold no data.
+    Case("GET", "/", "/", everyone(200)),
+    Case(
+        "GET",
+        "/dashboard/static/<path:filename>",
+        "/dashboard/static/js/main.js",
+        everyone(200),
+    ),
     Case(
         "POST",
         "/auth/login",
