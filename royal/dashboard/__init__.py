@@ -22,6 +22,9 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/dashboard/static",
 )
+# Pages and assets for browsers, not the API: out of the OpenAPI document, as quart-schema
+# does for the app's own static files.
+hide(Blueprint.send_static_file)
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
