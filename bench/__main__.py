@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import agent_streams, sse_fanout
+from bench import agent_streams, http_compare, sse_fanout
 
-BENCHMARKS = (sse_fanout, agent_streams)
+BENCHMARKS = (http_compare, sse_fanout, agent_streams)
 
 
 def main(argv: list[str] | None = None) -> int:

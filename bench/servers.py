@@ -60,7 +60,7 @@ class RoyalServer:
         machine.pin_thread(self.core)
         self.live = LiveServer(self.env, workers=1, cwd=machine.REPO_ROOT).start()
         assert self.live.process is not None
-        self.worker_pid = _hypercorn_worker(self.live.process.pid)
+        self.worker_pid = hypercorn_worker(self.live.process.pid)
         machine.pin_process(self.live.process.pid, self.core)
         machine.pin_process(self.worker_pid, self.core)
         self.token = asyncio.run(self._seed_user(BENCH_USER, "operator"))
@@ -117,7 +117,7 @@ class RoyalServer:
         self.close()
 
 
-def _hypercorn_worker(parent: int, timeout: float = 10.0) -> int:
+def hypercorn_worker(parent: int, timeout: float = 10.0) -> int:
     """The worker Hypercorn spawned (not multiprocessing's resource tracker)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
