@@ -23,34 +23,37 @@ import datetime
 import json
 import statistics
 import sys
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import machine, wrk
 from bench.harness import option
-from bench.peer_servers import (
-    FastAPIUvicornServer,
-    FlaskGunicornServer,
-    PeerServer,
-    RoyalHypercornServer,
-    RoyalUvicornServer,
-    UpstreamServer,
-)
 
-Factory = Callable[[dict[str, str], int | None], PeerServer]
-CANDIDATES: dict[str, Factory] = {
-    "royal": lambda env, core: RoyalHypercornServer(env, core=core),
-    "royal-uvicorn": lambda env, core: RoyalUvicornServer(env, core=core),
-    "flask-sync": lambda env, core: FlaskGunicornServer(env, worker_class="sync", core=core),
-    # Threads for an I/O-bound service: Gunicorn's advice is 2-4 per core; W4 waits 50 ms a
-    # call, so more threads serve more; 32 keeps the GIL contention modest.
-    "flask-gthread": lambda env, core: FlaskGunicornServer(
-        env, worker_class="gthread", threads=32, core=core
-    ),
-    "fastapi": lambda env, core: FastAPIUvicornServer(env, core=core),
-}
+if TYPE_CHECKING:
+    from bench.peer_servers import PeerServer
+
+CANDIDATES = ("royal", "royal-uvicorn", "flask-sync", "flask-gthread", "fastapi")
+
+
+def start_candidate(name: str, env: dict[str, str], core: int | None) -> PeerServer:
+    """The server of one candidate, not yet started. The peers' packages (the ``bench``
+    extra) are imported only here, so the other benchmarks run without them."""
+    from bench import peer_servers as p
+
+    if name == "royal":
+        return p.RoyalHypercornServer(env, core=core)
+    if name == "royal-uvicorn":
+        return p.RoyalUvicornServer(env, core=core)
+    if name == "flask-sync":
+        return p.FlaskGunicornServer(env, worker_class="sync", core=core)
+    if name == "flask-gthread":
+        # Threads for an I/O-bound service: Gunicorn's advice is 2-4 per core; W4 waits 50 ms
+        # a call, so more threads serve more; 32 keeps the GIL contention modest.
+        return p.FlaskGunicornServer(env, worker_class="gthread", threads=32, core=core)
+    if name == "fastapi":
+        return p.FastAPIUvicornServer(env, core=core)
+    raise SystemExit(f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
 
 def measure(params: Params) -> dict[str, Any]:
     names = [name for name in params.candidates.split(",") if name]
-    unknown = set(names) - CANDIDATES.keys()
+    unknown = set(names) - set(CANDIDATES)
     if unknown:
         raise SystemExit(f"unknown candidates: {', '.join(sorted(unknown))}")
     workloads = [w for w in WORKLOADS if w.key in params.workloads.split(",")]
@@ -161,9 +164,13 @@ def measure(params: Params) -> dict[str, Any]:
         w.key: {name: [] for name in names} for w in workloads
     }
     with ExitStack() as stack:
+        from bench.peer_servers import UpstreamServer
+
         upstream = stack.enter_context(UpstreamServer(core=cores.client))
         env = {"PEER_UPSTREAM_URL": upstream.url}
-        servers = {name: stack.enter_context(CANDIDATES[name](env, cores.server)) for name in names}
+        servers = {
+            name: stack.enter_context(start_candidate(name, env, cores.server)) for name in names
+        }
         machine.pin_thread(cores.client)
         for workload in workloads:
             if params.warmup > 0:
