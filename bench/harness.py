@@ -30,6 +30,15 @@ def option(default: Any, *aliases: str, **argparse_kw: Any) -> Any:
     return dataclasses.field(default=default, metadata={"aliases": aliases, "kw": argparse_kw})
 
 
+def add_options(parser: argparse.ArgumentParser, params_type: Any) -> None:
+    """An option ``--its-name`` for each ``option()`` field of ``params_type``, in order."""
+    for field in dataclasses.fields(params_type):
+        if "kw" in field.metadata:
+            kw = {"type": type(field.default), **field.metadata["kw"]}
+            flag = "--" + field.name.replace("_", "-")
+            parser.add_argument(flag, *field.metadata["aliases"], default=field.default, **kw)
+
+
 def add_parser(
     subparsers: Any,
     name: str,
@@ -48,11 +57,7 @@ def add_parser(
         name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     defaults = params_type()
-    for field in dataclasses.fields(params_type):
-        if "kw" in field.metadata:
-            kw = {"type": type(field.default), **field.metadata["kw"]}
-            flag = "--" + field.name.replace("_", "-")
-            parser.add_argument(flag, *field.metadata["aliases"], default=field.default, **kw)
+    add_options(parser, params_type)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=defaults.loop)
     parser.add_argument(
         "--profile",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import machine, wrk
-from bench.harness import option
+from bench.harness import add_options, option
 
 if TYPE_CHECKING:
     from bench.peer_servers import PeerServer
@@ -117,12 +117,7 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for field in dataclasses.fields(Params):
-        if "kw" in field.metadata:
-            flag = "--" + field.name.replace("_", "-")
-            parser.add_argument(
-                flag, default=field.default, type=type(field.default), **field.metadata["kw"]
-            )
+    add_options(parser, Params)
     parser.add_argument("--smoke", action="store_true", help="one second per run, for CI")
     parser.set_defaults(run=main)
 
