@@ -16,8 +16,10 @@ from royal import (
     login_limits,
     metrics,
     request_id,
+    response_values,
     security,
 )
+from royal.app import RoyalQuart
 from royal.blueprints import agents as agents_bp
 from royal.blueprints import alerts as alerts_bp
 from royal.blueprints import auth as auth_bp
@@ -36,8 +38,7 @@ __version__ = "0.1.0"
 
 def create_app(config: ConfigSource = None) -> Quart:
     """Build a Royal app: config, extensions, blueprints and error handlers. Nothing else."""
-    app = Quart(__name__, instance_relative_config=True)
-    app.request_class = errors.JSONRequest
+    app = RoyalQuart(__name__, instance_relative_config=True)
     load_config(app, config)
 
     db.init_app(app)
@@ -57,6 +58,7 @@ def create_app(config: ConfigSource = None) -> Quart:
         conversion_preference="pydantic",
     )
     app.json = OrjsonProvider(app)  # after QuartSchema, which installs a stdlib-json provider
+    response_values.install(app)  # after QuartSchema too: replaces its make_response wrapper
     errors.register_error_handlers(app)
 
     app.register_blueprint(health.bp)

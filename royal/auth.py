@@ -164,11 +164,13 @@ async def _identify(connection: Request | Websocket, *, allow_ticket: bool) -> I
     scheme, _, credentials = connection.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials:
         return await tokens.resolve_access_token(db, credentials.strip())
-    cookie = connection.cookies.get(SECURE_COOKIE_NAME) or connection.cookies.get(COOKIE_NAME)
-    if cookie:
-        return await tokens.resolve_access_token(db, cookie)
-    ticket = connection.args.get("ticket")
-    if ticket and allow_ticket:
+    if "Cookie" in connection.headers:  # parsed only when there is one
+        cookies = connection.cookies
+        cookie = cookies.get(SECURE_COOKIE_NAME) or cookies.get(COOKIE_NAME)
+        if cookie:
+            return await tokens.resolve_access_token(db, cookie)
+    ticket = connection.args.get("ticket") if allow_ticket else None
+    if ticket:
         return await tokens.redeem_ticket(db, ticket)
     return None
 

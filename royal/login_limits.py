@@ -79,5 +79,24 @@ class BoundedMemoryStore(RateLimiterStoreABC):
         self._tats.clear()
 
 
+class BlueprintRateLimiter(RateLimiter):
+    """quart-rate-limiter whose hooks run on one blueprint's requests only. Its app-wide hooks
+    looked up the view's limits on every request of every route, for the login's sake."""
+
+    def __init__(self, app: Quart, blueprint: str, store: RateLimiterStoreABC) -> None:
+        self.blueprint = blueprint
+        super().__init__(app, store=store)
+
+    def init_app(self, app: Quart, enabled: bool = True) -> None:
+        app.before_request_funcs.setdefault(self.blueprint, []).append(self._before_request)
+        app.after_request_funcs.setdefault(self.blueprint, []).append(self._after_request)
+        app.before_serving(self._before_serving)
+        app.after_serving(self._after_serving)
+        app.config.setdefault("QUART_RATE_LIMITER_ENABLED", enabled)
+
+
 def init_app(app: Quart) -> None:
-    app.extensions["royal.rate_limiter"] = RateLimiter(app, store=BoundedMemoryStore())
+    """The limits apply to the ``auth`` blueprint (``/auth/login``)."""
+    app.extensions["royal.rate_limiter"] = BlueprintRateLimiter(
+        app, "auth", store=BoundedMemoryStore()
+    )

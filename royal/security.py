@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -93,20 +94,35 @@ def init_app(app: Quart) -> None:
         g.client_ip = client_ip(current_websocket)
         check_websocket_origin(app, current_websocket)
 
+    always = [
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Content-Security-Policy", "frame-ancestors 'none'"),
+    ]
+    if settings.referrer_policy:
+        always.append(("Referrer-Policy", settings.referrer_policy))
+    no_store = ("Cache-Control", "no-store")  # tokens must not sit in caches
+    hsts = ("Strict-Transport-Security", f"max-age={settings.hsts_seconds}")
+
     @app.after_request
     async def _security_headers(response: Response) -> Response:
-        # setdefault: a handler that sets one of these on purpose (a dashboard's CSP) wins.
-        headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
-        if settings.referrer_policy:
-            headers.setdefault("Referrer-Policy", settings.referrer_policy)
+        wanted = always
         if request.blueprint == "auth":
-            headers.setdefault("Cache-Control", "no-store")  # tokens must not sit in caches
+            wanted = [*wanted, no_store]
         if settings.hsts_seconds > 0 and request.scheme == "https":
-            headers.setdefault("Strict-Transport-Security", f"max-age={settings.hsts_seconds}")
+            wanted = [*wanted, hsts]
+        _add_missing(response, wanted)
         return response
+
+
+def _add_missing(response: Response, wanted: list[tuple[str, str]]) -> None:
+    """Add the headers the response does not have: a handler that sets one of them on
+    purpose (the dashboard's CSP) wins. One pass over the few headers a response has, where
+    a lookup per name would scan them (and raise a KeyError inside werkzeug) each time."""
+    present = {name.lower() for name in response.headers.keys()}
+    for name, value in wanted:
+        if name.lower() not in present:
+            response.headers.add(name, value)
 
 
 def client_ip(connection: BaseRequestWebsocket) -> str:
@@ -184,6 +200,7 @@ def _strings(value: Any) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
+@lru_cache(maxsize=4096)  # a worker sees the same few peers (proxies, clients) again and again
 def _parse_ip(text: str) -> Address | None:
     try:
         address = ipaddress.ip_address(text)
