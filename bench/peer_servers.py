@@ -293,18 +293,19 @@ class _RoyalApp(_AppServer):
 
 
 class RoyalHypercornServer(_RoyalApp):
-    """Royal as ``royal serve`` runs it: Hypercorn with the repository's hypercorn.toml (the
-    uvloop worker, one worker process, access log on)."""
+    """Royal as production runs it: ``royal serve`` (Hypercorn with the repository's
+    hypercorn.toml: the uvloop worker, access log on; Royal's worker set-up, its access
+    logger and its drain), one worker process, with the workload routes' app."""
 
     name = "royal"
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "hypercorn",
+            sys.executable, "-m", "royal", "serve",
+            "--app", "bench.peers.royal_app:create_app()",
             "--config", "hypercorn.toml",
             "--bind", f"127.0.0.1:{self.port}",
             "--workers", "1",
-            "bench.peers.royal_app:create_app()",
         ]  # fmt: skip
 
     def find_worker(self, timeout: float = 10.0) -> int:
@@ -312,7 +313,12 @@ class RoyalHypercornServer(_RoyalApp):
         return hypercorn_worker(self.process.pid, timeout)
 
     def settings(self) -> dict[str, Any]:
-        return {"server": "hypercorn", "config": "hypercorn.toml", "workers": 1, "env": self.env}
+        return {
+            "server": "royal serve (hypercorn)",
+            "config": "hypercorn.toml",
+            "workers": 1,
+            "env": self.env,
+        }
 
 
 class RoyalUvicornServer(_RoyalApp, FastAPIUvicornServer):

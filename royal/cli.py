@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 from quart import Quart
-from quart.cli import QuartGroup, ScriptInfo, pass_script_info
+from quart.cli import QuartGroup
 
 from royal.config import ConfigError
 from royal.db import Database, migrations
@@ -46,20 +46,27 @@ cli = QuartGroup(create_app=_create_app, help="Royal: run and manage the server.
     help="Hypercorn TOML config (default: ./hypercorn.toml when present).",
 )
 @click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations first.")
-@pass_script_info
+@click.option(
+    "--app",
+    "app_path",
+    default=APPLICATION_PATH,
+    show_default=True,
+    help="The app factory, 'module:function()': your own create_app() that extends Royal's.",
+)
 def serve_command(
-    info: ScriptInfo,
     binds: tuple[str, ...],
     workers: int | None,
     config_path: Path | None,
     no_migrate: bool,
+    app_path: str,
 ) -> None:
     """Serve Royal with Hypercorn (migrates first; the first run creates the admin user)."""
     from hypercorn.config import Config as HypercornConfig
 
-    from royal.server import serve
+    from royal.access_log import AccessLogger
+    from royal.server import load_app, serve
 
-    app = info.load_app()
+    app = load_app(app_path)
     database = app.extensions["royal.db"]
     click.echo(f"Royal {app.config['ENV']} on {database.url.obscure_password}", err=True)
     run_with_database(
@@ -73,7 +80,8 @@ def serve_command(
         config.bind = list(binds)
     if workers is not None:
         config.workers = workers
-    config.application_path = APPLICATION_PATH
+    config.application_path = app_path  # each worker builds its app from it
+    config.logger_class = AccessLogger
     sys.exit(serve(config))
 
 

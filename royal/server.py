@@ -32,6 +32,10 @@ from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from prometheus_client import multiprocess
+from quart import Quart
+from quart.cli import locate_app, prepare_import
+
+from royal.config import ConfigError
 
 logger = logging.getLogger("royal.server")
 RESPAWN_DELAY_SECONDS = 1.0
@@ -122,13 +126,22 @@ def _supervise(config: Config) -> int:
     return exit_code
 
 
+def load_app(path: str) -> Quart:
+    """The app that ``path`` names: ``module:app``, ``module:factory()`` or ``module``
+    (then its ``app`` or ``create_app``), found the way ``quart --app`` finds one."""
+    module, _, name = path.partition(":")
+    app = locate_app(prepare_import(module), name or None)  # type: ignore[arg-type]
+    if not isinstance(app, Quart):
+        raise ConfigError(f"--app {path!r} is not a Quart app or a factory of one")
+    return app
+
+
 def run_worker(config: Config, sockets: Sockets, shutdown_event: EventType) -> None:
     """One worker process: build the app, serve until the shutdown event, drain first."""
-    from royal import create_app
     from royal.streams.extension import drain
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
-    app = create_app()
+    app = load_app(config.application_path)
     # Thousands of long-lived streams make CPython's default GC thresholds trigger full
     # collections that free nothing and took half a worker's CPU in the SSE benchmark
     # (bench/README.md). Freeze what start-up built and collect young objects less often.

@@ -41,8 +41,10 @@ class LiveServer:
         workers: int = 1,
         startup_timeout: float = 30.0,
         cwd: str | Path | None = None,
+        app: str | None = None,
     ) -> None:
         self.env = {"ROYAL_ENV": "testing", **(env or {})}
+        self.app = app  # royal serve --app: another factory than royal:create_app()
         self.workers = workers
         self.startup_timeout = startup_timeout
         self.cwd = cwd
@@ -62,6 +64,8 @@ class LiveServer:
         fd = self._socket.fileno()
         command = [sys.executable, "-m", "royal", "serve", "--bind", f"fd://{fd}"]
         command += ["--workers", str(self.workers)]
+        if self.app is not None:
+            command += ["--app", self.app]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,

@@ -56,17 +56,17 @@ async def test_views_and_hooks_as_in_quart(app: Quart) -> None:
     def sync_hook() -> None:  # run in a thread, as Quart runs sync functions
         seen.append(request.path)
 
-    @app.get("/t/model")
+    @app.get("/t/model")  # type: ignore[type-var]
     @public
     async def model() -> Model:
         return Model(name="m")
 
-    @app.get("/t/plain")
+    @app.get("/t/plain")  # type: ignore[type-var]
     @public
     async def plain() -> tuple[Plain, int]:
         return Plain(name="p"), 202
 
-    @app.get("/t/checked")
+    @app.get("/t/checked")  # type: ignore[type-var]
     @public
     async def checked() -> Checked:
         return Checked(name="c")
