@@ -1,7 +1,8 @@
 """``python -m bench http``: the HTTP workloads side by side, Royal against its peers.
 
-W1 GET a small JSON object; W2 read one row of SQLite; W3 a validated POST; W4 an endpoint that
-awaits a 50 ms upstream call, at 256 concurrent clients. The candidates:
+W1 GET a small JSON object; W2 read one row of SQLite (W2pg: of PostgreSQL, in a database the
+run creates and drops); W3 a validated POST; W4 an endpoint that awaits a 50 ms upstream call,
+at 256 concurrent clients. The candidates:
 
 - royal: Royal's app on Hypercorn, as ``royal serve`` runs it (hypercorn.toml, access log on);
 - royal-uvicorn: the same ASGI app on Uvicorn, unchanged;
@@ -21,11 +22,14 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import statistics
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from bench import machine, wrk
 from bench.harness import add_options, option
@@ -63,17 +67,14 @@ class Workload:
     path: str
     connections: int
     script: str = ""  # Lua for wrk: a method, a body, a request() of its own
+    database: str = "sqlite"  # the servers' database: "sqlite" or "postgres"
 
 
+RANDOM_ROW = 'request = function() return wrk.format("GET", "/rows/" .. math.random(1000)) end\n'
 WORKLOADS = (
     Workload("W1", "GET small JSON", "/json", 64),
-    Workload(
-        "W2",
-        "read one row (SQLite)",
-        "/rows/1",
-        64,
-        'request = function() return wrk.format("GET", "/rows/" .. math.random(1000)) end\n',
-    ),
+    Workload("W2", "read one row (SQLite)", "/rows/1", 64, RANDOM_ROW),
+    Workload("W2pg", "read one row (PostgreSQL)", "/rows/1", 64, RANDOM_ROW, "postgres"),
     Workload(
         "W3",
         "validated POST",
@@ -90,6 +91,7 @@ WORKLOADS = (
 TARGETS = (
     ("W1", "royal", "flask-sync", 1.0),
     ("W2", "royal", "flask-sync", 1.0),
+    ("W2pg", "royal", "flask-sync", 1.0),
     ("W4", "royal", "flask-gthread", 5.0),
     ("W4", "royal", "fastapi", 1.0),
     ("W1", "royal-uvicorn", "fastapi", 0.8),
@@ -105,6 +107,11 @@ class Params:
         ",".join(CANDIDATES), help="comma-separated, of: " + ", ".join(CANDIDATES)
     )
     workloads: str = option(",".join(w.key for w in WORKLOADS), help="comma-separated W1..W4")
+    postgres_url: str = option(
+        os.environ.get("ROYAL_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="a PostgreSQL server for W2pg (a database is created there and dropped after); "
+        "W2pg is skipped when it cannot be reached",
+    )
     results: str = option("", help="write the Markdown report here (e.g. bench/RESULTS.md)")
     json: str = option("", help="write every measurement as JSON")
     smoke: bool = False
@@ -162,27 +169,36 @@ def measure(params: Params) -> dict[str, Any]:
         from bench.peer_servers import UpstreamServer
 
         upstream = stack.enter_context(UpstreamServer(core=cores.client))
-        env = {"PEER_UPSTREAM_URL": upstream.url}
+        envs = {"sqlite": {"PEER_UPSTREAM_URL": upstream.url}}
+        if any(w.database == "postgres" for w in workloads):
+            database = stack.enter_context(scratch_postgres(params.postgres_url))
+            if database is None:
+                workloads = [w for w in workloads if w.database != "postgres"]
+            else:
+                envs["postgres"] = {**envs["sqlite"], "PEER_DATABASE_URL": database}
         servers = {
-            name: stack.enter_context(start_candidate(name, env, cores.server)) for name in names
+            (db, name): stack.enter_context(start_candidate(name, dict(env), cores.server))
+            for db, env in envs.items()
+            for name in names
         }
         machine.pin_thread(cores.client)
         for workload in workloads:
             if params.warmup > 0:
-                for server in servers.values():
-                    _wrk(server, workload, params.warmup, cores.client)
+                for name in names:
+                    _wrk(servers[workload.database, name], workload, params.warmup, cores.client)
         for round_ in range(params.rounds):
             for workload in workloads:
                 order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 for name in order:
-                    result = _wrk(servers[name], workload, params.seconds, cores.client)
+                    server = servers[workload.database, name]
+                    result = _wrk(server, workload, params.seconds, cores.client)
                     samples[workload.key][name].append(dataclasses.asdict(result))
                     print(
                         f"round {round_ + 1}/{params.rounds} {workload.key} {name:>14}: "
                         f"{result.requests_per_second:10.1f} req/s, p99 {result.p99_ms:.1f} ms",
                         flush=True,
                     )
-        settings = {name: server.settings() for name, server in servers.items()}
+        settings = {f"{name} ({db})": server.settings() for (db, name), server in servers.items()}
     environment["calibration_ms"]["server_core_after"] = machine.calibrate(cores.server)
     return {
         "benchmark": "http",
@@ -203,6 +219,35 @@ def measure(params: Params) -> dict[str, Any]:
             for name, runs in by_name.items()
         },
     }
+
+
+@contextmanager
+def scratch_postgres(url: str) -> Iterator[str | None]:
+    """A new database on ``url``'s server for the run, seeded with the rows, dropped after;
+    None (and a warning) when the server cannot be reached."""
+    import psycopg
+    from psycopg import sql
+
+    from bench.peer_servers import ROWS
+    from bench.peers.rows import seed_rows
+
+    name = f"royal_bench_{os.getpid()}"
+    try:
+        admin = psycopg.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        print(f"W2pg skipped: PostgreSQL at {url} is not reachable ({error})", file=sys.stderr)
+        yield None
+        return
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            database_url = urlsplit(url)._replace(path=f"/{name}").geturl()
+            seed_rows(database_url, ROWS)
+            yield database_url
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def _wrk(server: PeerServer, workload: Workload, seconds: float, core: int | None) -> wrk.WrkResult:
