@@ -11,12 +11,13 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, Response, current_app, request, websocket
 from quart_schema import validate_request, validate_response
 
+from royal.app import StreamBody
 from royal.auth import current_identity, get_revocations, roles_required
 from royal.errors import APIError
 from royal.streams import ws
 from royal.streams.extension import get_broker
 from royal.streams.sse import HEADERS
-from royal.streams.sse_stream import event_stream
+from royal.streams.sse_stream import SSEStream
 from royal.streams.topics import TopicError, TopicForbidden
 
 bp = Blueprint("live", __name__)
@@ -119,7 +120,7 @@ def sse_response(
     config = current_app.config
     identity = current_identity()
     watcher = get_revocations()
-    body = event_stream(
+    stream = SSEStream(
         get_broker(),
         topics,
         last_event_id,
@@ -128,7 +129,7 @@ def sse_response(
         watch=lambda on_revoked: watcher.watch(identity.token_id, on_revoked),
         stop_after=stop_after,
     )
-    response = Response(body, headers=dict(HEADERS))
+    response = Response(StreamBody(stream), headers=dict(HEADERS))
     response.timeout = None  # this stream only: never cut by RESPONSE_TIMEOUT
     return response
 

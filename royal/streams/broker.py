@@ -73,6 +73,10 @@ class Subscription:
         self._buffer_size = buffer_size
         self._latest: dict[str, Event] = {}  # ephemeral topics: newest value wins
         self._wakeup = asyncio.Event()
+        self._reading = False  # a catch-up page is being read from the log
+        # Called instead of waking the consumer when a live event is buffered: a consumer
+        # that writes it at once (SSEStream) takes it with ready_now(), without a task switch.
+        self.listener: Callable[[], None] | None = None
 
     def deliver(self, event: Event) -> None:
         """Called by the broker for every matching event; never blocks, never raises."""
@@ -84,9 +88,21 @@ class Subscription:
             self._buffer.clear()
             self._catching_up = True
             self.broker.counters.catchups += 1
+            self._wakeup.set()  # reading the log takes the consumer's own task
+            return
         else:
             self._buffer.append(event)
-        self._wakeup.set()
+        if self.listener is not None:
+            self.listener()
+        else:
+            self._wakeup.set()
+
+    def ready_now(self) -> list[Event]:
+        """The buffered live events, in order, when they can be taken without waiting: not
+        while catching up from the log (the log's page comes first) or after close."""
+        if self._catching_up or self._reading or self.closed is not None:
+            return []
+        return self._drain()
 
     def close(self, reason: str) -> None:
         if self.closed is None:
@@ -130,12 +146,16 @@ class Subscription:
         self._catching_up = False
         self._buffer.clear()
         batch: list[Event] = []
-        if self._resume:
-            self._resume = False
-            batch.extend(await self.broker.reset_if_lost(self))
-        rows = await log.read_since(
-            self.broker.db, self.last_id, topics=self.topics, limit=self.broker.replay_page
-        )
+        self._reading = True
+        try:
+            if self._resume:
+                self._resume = False
+                batch.extend(await self.broker.reset_if_lost(self))
+            rows = await log.read_since(
+                self.broker.db, self.last_id, topics=self.topics, limit=self.broker.replay_page
+            )
+        finally:
+            self._reading = False
         if rows:
             self.last_id = rows[-1].id
             self._catching_up = len(rows) == self.broker.replay_page or self._catching_up
