@@ -158,7 +158,8 @@ async def live_socket() -> None:
     watcher = get_revocations()
     await websocket.accept()
     session = ws.Session(
-        cast(ws.Channel, websocket),
+        # The object, not the context-local proxy: events are sent from the dispatcher's task.
+        cast(ws.Channel, websocket._get_current_object()),  # type: ignore[attr-defined]
         get_broker(),
         identity,
         max_message_bytes=config["WS_MAX_MESSAGE_BYTES"],

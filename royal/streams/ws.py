@@ -13,8 +13,9 @@ Each subscribe is one subscription in id order; resume it with the last id recei
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal, Protocol
 
@@ -23,6 +24,8 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from royal.services.tokens import Identity
 from royal.streams.broker import Broker, Subscription
+from royal.streams.event import Event
+from royal.streams.live_writer import LiveWriter
 from royal.streams.topics import TopicError, TopicForbidden
 
 CLOSE_GOING_AWAY = 1001
@@ -92,6 +95,15 @@ class Session:
         data = message if isinstance(message, bytes) else orjson.dumps(message)
         async with self._send_lock:
             await self.channel.send(data.decode())
+
+    def _send_events(self, batch: list[Event]) -> Coroutine[Any, Any, None]:
+        """One message per event, in order (counted when taken, as SSE does)."""
+        self.broker.counters.delivered += len(batch)
+        return self._send_all([event.ws for event in batch])
+
+    async def _send_all(self, messages: list[bytes]) -> None:
+        for message in messages:
+            await self.send(message)
 
     async def error(self, code: str, message: str) -> None:
         await self.send({"type": "error", "code": code, "message": message})
@@ -244,9 +256,15 @@ class Session:
                 await self._forward(subscription)
 
     async def _forward(self, subscription: Subscription) -> None:
-        async for batch in subscription:
-            for event in batch:
-                await self.send(event.ws)
-            self.broker.counters.delivered += len(batch)
+        """Live events from the dispatcher (``LiveWriter``), replay and catch-up from here."""
+        live = LiveWriter(subscription, self._send_events)
+        live.start()
+        try:
+            while (batch := await subscription.next_batch()) is not None:
+                if batch:
+                    await live.write(functools.partial(self._send_events, batch))
+            await live.settle()
+        finally:
+            live.stop()
         if subscription.closed == "shutdown":
             self.end(CLOSE_GOING_AWAY, "server shutting down")
