@@ -216,17 +216,23 @@ async def publisher(mode: str, server: RoyalServer, topic: str) -> AsyncIterator
 
             yield to_db
     else:
-        headers = {"Authorization": f"Bearer {server.token}"}
-        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
-
-            async def to_http(data: dict[str, Any]) -> None:
-                response = await http.post(
-                    f"/streams/{topic}", json={"event": "message", "data": data}
-                )
-                if response.status_code != 201:
-                    raise RuntimeError(f"publish: {response.status_code} {response.text}")
-
+        async with http_publisher(server.url, server.token, topic) as to_http:
             yield to_http
+
+
+@contextlib.asynccontextmanager
+async def http_publisher(url: str, token: str, topic: str) -> AsyncIterator[Publish]:
+    """``publish(data)`` as ``POST /streams/<topic>`` to any server at ``url`` (Royal or a
+    peer), one after the other on one keep-alive connection; any answer but 201 raises."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+
+        async def to_http(data: dict[str, Any]) -> None:
+            response = await http.post(f"/streams/{topic}", json={"event": "message", "data": data})
+            if response.status_code != 201:
+                raise RuntimeError(f"publish: {response.status_code} {response.text}")
+
+        yield to_http
 
 
 async def publish_events(publish: Publish, events: int, rate: float, payload_bytes: int) -> float:
