@@ -1,4 +1,5 @@
-"""``python -m bench sse --subscribers 1000 --rate 20 --seconds 10``: run one benchmark.
+"""``python -m bench``: every side-by-side workload, then bench/RESULTS.md; ``python -m bench
+sse --subscribers 1000 --rate 20 --seconds 10``: one benchmark.
 
 Every benchmark module offers ``add_parser(subparsers)``, which registers its subcommand and
 sets ``run`` to a function taking the parsed arguments and returning the exit status.
@@ -9,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import agent_streams, http_compare, sse_fanout
+from bench import agent_streams, http_compare, sse_fanout, streams_compare, suite
 
-BENCHMARKS = (http_compare, sse_fanout, agent_streams)
+BENCHMARKS = (suite, http_compare, streams_compare, sse_fanout, agent_streams)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(title="benchmarks", metavar="BENCHMARK", required=True)
     for module in BENCHMARKS:
         module.add_parser(subparsers)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["all", *argv]  # no benchmark named: all of them
     args = parser.parse_args(argv)
     status: int = args.run(args)
     return status
