@@ -144,39 +144,15 @@ async def measure(server: RoyalServer, params: Params) -> dict[str, Any]:
     for start in range(0, len(subscribers), 1000):
         await asyncio.gather(*(s.close() for s in subscribers[start : start + 1000]))
 
-    expected = params.events * params.subscribers
-    deliveries = tally.received
-    server_cpu, client_cpu = window.server_cpu, window.client_cpu
+    deliveries, server_cpu = tally.received, window.server_cpu
     latency_points = ("p50", "p90", "p99", "p999", "max", "mean")
     return {
-        "events_published": params.events,
-        "publish_seconds": publish_seconds,
-        # The last event is due (events - 1) / rate after the first one.
-        "achieved_rate": (params.events - 1) / publish_seconds if publish_seconds else None,
-        "window_seconds": window.seconds,
-        "window_started_at": window.started_at,
-        "expected_deliveries": expected,
-        "deliveries": deliveries,
-        "lost": expected - deliveries,
-        "duplicates": tally.duplicates,
-        "reordered": tally.reordered,
-        "id_regressions": tally.id_regressions,
-        "other_events": tally.other_events,
+        **delivery_figures(tally, window, publish_seconds, params.events, params.subscribers),
         "stream_writes": writes,
         "heartbeat_comments": comments,
         "events_per_write": deliveries / writes if writes else None,
-        "streams_closed_early": tally.closed_early,
-        "subscribers_complete": tally.complete,
-        "server_cpu_seconds": server_cpu,
-        "server_cpu_utilisation": server_cpu / window.seconds,
-        "deliveries_per_cpu_second": deliveries / server_cpu if server_cpu else None,
-        "cpu_us_per_delivery": server_cpu / deliveries * 1e6 if deliveries else None,
         "cpu_us_per_write": server_cpu / writes * 1e6 if writes else None,
         "server_idle_cpu_per_second": idle_cpu_per_second,
-        "client_cpu_seconds": client_cpu,
-        **window.background(),
-        "client_cpu_utilisation": client_cpu / window.seconds,
-        "client_cpu_us_per_delivery": client_cpu / deliveries * 1e6 if deliveries else None,
         "latency_ms": summary(tally.latencies, latency_points),
         # Per event: when its first and its last subscriber got it. A late first means a slow
         # dispatch (polling, a pause); a wide gap means a slow sweep over the subscribers.
@@ -297,3 +273,36 @@ def format_table(report: harness.Report) -> str:
 
 def main(args: argparse.Namespace) -> int:
     return harness.main(args, Params, SMOKE, run, format_table, failures)
+
+
+def delivery_figures(
+    tally: Tally, window: Window, publish_seconds: float, events: int, subscribers: int
+) -> dict[str, Any]:
+    """What every fan-out run reports (SSE here, WebSocket in ``streams``), by one name."""
+    expected, deliveries = events * subscribers, tally.received
+    server_cpu, client_cpu = window.server_cpu, window.client_cpu
+    return {
+        "events_published": events,
+        "publish_seconds": publish_seconds,
+        # The last event is due (events - 1) / rate after the first one.
+        "achieved_rate": (events - 1) / publish_seconds if publish_seconds else None,
+        "window_seconds": window.seconds,
+        "window_started_at": window.started_at,
+        "expected_deliveries": expected,
+        "deliveries": deliveries,
+        "lost": expected - deliveries,
+        "duplicates": tally.duplicates,
+        "reordered": tally.reordered,
+        "id_regressions": tally.id_regressions,
+        "other_events": tally.other_events,
+        "streams_closed_early": tally.closed_early,
+        "subscribers_complete": tally.complete,
+        "server_cpu_seconds": server_cpu,
+        "server_cpu_utilisation": server_cpu / window.seconds,
+        "deliveries_per_cpu_second": deliveries / server_cpu if server_cpu else None,
+        "cpu_us_per_delivery": server_cpu / deliveries * 1e6 if deliveries else None,
+        "client_cpu_seconds": client_cpu,
+        "client_cpu_utilisation": client_cpu / window.seconds,
+        "client_cpu_us_per_delivery": client_cpu / deliveries * 1e6 if deliveries else None,
+        **window.background(),
+    }

@@ -339,38 +339,8 @@ async def ws_broadcast(server: PeerServer, params: Params) -> dict[str, Any]:
             await asyncio.wait_for(tally.all_complete.wait(), params.drain_seconds)
         window.close()
     await close_all(sockets)
-    return _deliveries(tally, window, publish_seconds, events, params.ws_clients)
-
-
-def _deliveries(
-    tally: Tally, window: Window, publish_seconds: float, events: int, subscribers: int
-) -> dict[str, Any]:
-    """W6's figures, under the names ``sse_fanout.measure`` gives W5's."""
-    expected, deliveries = events * subscribers, tally.received
-    server_cpu, client_cpu = window.server_cpu, window.client_cpu
     return {
-        "events_published": events,
-        "publish_seconds": publish_seconds,
-        "achieved_rate": (events - 1) / publish_seconds if publish_seconds else None,
-        "window_seconds": window.seconds,
-        "window_started_at": window.started_at,
-        "expected_deliveries": expected,
-        "deliveries": deliveries,
-        "lost": expected - deliveries,
-        "duplicates": tally.duplicates,
-        "reordered": tally.reordered,
-        "id_regressions": tally.id_regressions,
-        "other_events": tally.other_events,
-        "streams_closed_early": tally.closed_early,
-        "subscribers_complete": tally.complete,
-        "server_cpu_seconds": server_cpu,
-        "server_cpu_utilisation": server_cpu / window.seconds,
-        "deliveries_per_cpu_second": deliveries / server_cpu if server_cpu else None,
-        "cpu_us_per_delivery": server_cpu / deliveries * 1e6 if deliveries else None,
-        "client_cpu_seconds": client_cpu,
-        "client_cpu_utilisation": client_cpu / window.seconds,
-        "client_cpu_us_per_delivery": client_cpu / deliveries * 1e6 if deliveries else None,
-        **window.background(),
+        **sse_fanout.delivery_figures(tally, window, publish_seconds, events, params.ws_clients),
         "latency_ms": summary(tally.latencies, LATENCY_POINTS),
     }
 
