@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import decimal
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,20 @@ async def test_in_memory_database_is_one_database() -> None:
 )
 def test_statement_routing(sql: str, read_only: bool) -> None:
     assert is_read_only(sql) is read_only
+
+
+async def test_remembered_statements_bind_each_call_by_its_own_types(counter_db: Database) -> None:
+    """The compiled form is kept per SQL text and parameter types: the same text with an int,
+    None, a datetime and a bool binds each as SQLAlchemy would, call after call."""
+    await counter_db.execute("CREATE TABLE kinds (id INTEGER PRIMARY KEY, v)")
+    insert = "INSERT INTO kinds (id, v) VALUES (:id, :v)"
+    when = dt.datetime(2026, 11, 23, 3, 40, 1, 250000)
+    # sqlite3 cannot bind a Decimal itself: reusing the int's compiled form would fail.
+    values: list[object] = [7, None, when, True, "text", decimal.Decimal("1.50"), 7]
+    for n, value in enumerate(values):
+        await counter_db.execute(insert, {"id": n, "v": value})
+    rows = await counter_db.fetch_all("SELECT v FROM kinds ORDER BY id")
+    found = [row["v"] for row in rows]
+    assert found == [7, None, "2026-11-23 03:40:01.250000", 1, "text", 1.5, 7]
+    one = "SELECT v FROM kinds WHERE id = :id"
+    assert [await counter_db.fetch_val(one, {"id": n}) for n in (4, 0, 1)] == ["text", 7, None]
