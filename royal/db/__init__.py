@@ -20,11 +20,14 @@ Record = databases.interfaces.Record
 
 
 class Database(databases.Database):
-    """`databases.Database` with Royal's long-lived SQLite backend."""
+    """`databases.Database` with Royal's long-lived SQLite backend, and both backends
+    compiling each raw statement once (statements.py)."""
 
     SUPPORTED_BACKENDS = {
         **databases.Database.SUPPORTED_BACKENDS,
         "sqlite": "royal.db.sqlite:SQLiteBackend",
+        "postgresql": "royal.db.postgres:PostgresBackend",
+        "postgres": "royal.db.postgres:PostgresBackend",
     }
 
     @property

@@ -29,12 +29,11 @@ from databases.backends import sqlite as base
 from databases.core import DatabaseURL
 from sqlalchemy.sql import ClauseElement, CompoundSelect, Select, TextClause
 
+from royal.db.statements import Statement, Statements, converters_of
+
 T = TypeVar("T")
 
-# Compiled SQL, its parameters' order and converters, result columns, execution context.
-_Plan = tuple[str, tuple[str, ...], dict[str, Callable[[Any], Any]], Any, Any]
-_PLANS: dict[tuple[str, tuple[tuple[str, type], ...]], _Plan] = {}
-_MAX_PLANS = 2048
+_STATEMENTS = Statements()
 
 _READ_ONLY = re.compile(r"^\s*(?:SELECT|VALUES|EXPLAIN|PRAGMA\s+\w+\s*(?:;|$))", re.IGNORECASE)
 
@@ -214,39 +213,20 @@ class SQLiteConnection(base.SQLiteConnection):
                 self._connection = None
 
     def _compile(self, query: ClauseElement) -> Any:  # (sql, args, result map, context)
-        """databases' compile, remembered per SQL text and parameter types.
-
-        `databases` compiles every statement with SQLAlchemy, about a third of the CPU of a
-        request that reads one row. Royal's SQL is raw text with bound parameters, so the
-        compiled string, the parameters' order and their converters depend on the text and
-        the parameters' types only; the values are bound afresh on every call.
-        """
+        """databases' compile, remembered per SQL text and parameter types (statements.py)."""
         if not isinstance(query, TextClause):
             return super()._compile(query)
-        binds = query._bindparams
-        key = (query.text, tuple((name, type(bind.value)) for name, bind in binds.items()))
-        plan = _PLANS.get(key)
-        if plan is None:
-            if len(_PLANS) >= _MAX_PLANS:
-                _PLANS.clear()  # SQL built at run time (IN lists): start over, rarely
-            plan = _PLANS[key] = self._plan(query)
-        sql, order, converters, result_map, context = plan
-        args = [
-            converters[name](binds[name].value) if name in converters else binds[name].value
-            for name in order
-        ]
-        return sql, args, result_map, context
+        statement = _STATEMENTS.get(query, self._statement)
+        return (statement.sql, statement.bind(query), *statement.extra)
 
-    def _plan(self, query: TextClause) -> _Plan:
+    def _statement(self, query: TextClause) -> Statement:
         by_databases: Any = super()._compile(query)
         sql, _, result_map, context = by_databases
         compiled: Any = query.compile(
             dialect=self._dialect, compile_kwargs={"render_postcompile": True}
         )
         order = tuple(compiled.positiontup or ())
-        processors = compiled._bind_processors
-        converters = {name: processors[name] for name in order if name in processors}
-        return sql, order, converters, result_map, context
+        return Statement(sql, order, converters_of(compiled, order), (result_map, context))
 
     async def fetch_all(self, query: ClauseElement) -> list[Any]:
         return await self._run(query, super().fetch_all)
