@@ -23,10 +23,10 @@ work as in Quart; the test-suite runs on this class.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from functools import lru_cache
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from hypercorn.typing import (
     ASGIReceiveCallable,
@@ -42,11 +42,12 @@ from quart.asgi import (
 from quart.helpers import _split_blueprint_path
 from quart.sessions import SessionInterface, SessionMixin
 from quart.utils import cancel_tasks, encode_headers, raise_task_exceptions
-from quart.wrappers.response import DataBody, ResponseBody
+from quart.wrappers.response import DataBody
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from royal.errors import JSONRequest
+from royal.stream_body import StreamBody
 
 _MISSING = object()
 
@@ -175,55 +176,6 @@ class RoyalQuart(Quart):
             return version
         except TypeError:  # an unhashable callable: ask every time
             return super().ensure_async(func)
-
-
-class StreamBody(ResponseBody):
-    """A response body that writes itself (an SSE stream): RoyalHTTPConnection hands it the
-    ASGI ``send``, so that events are written from the dispatcher without a task per client.
-    Any other server path iterates it, through a queue."""
-
-    def __init__(self, stream: SelfWriting) -> None:
-        self.stream = stream
-
-    async def __aenter__(self) -> StreamBody:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Nothing held: ``run`` cleans up after itself."""
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return _iterate(self.stream)
-
-    async def send_through(self, send: ASGISendCallable) -> None:
-        async def write(frames: bytes) -> None:
-            await send({"type": "http.response.body", "body": frames, "more_body": True})
-
-        await self.stream.run(write)
-
-
-class SelfWriting(Protocol):
-    async def run(self, write: Callable[[bytes], Coroutine[Any, Any, None]]) -> None: ...
-
-
-async def _iterate(stream: SelfWriting) -> AsyncIterator[bytes]:
-    frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
-
-    async def write(chunk: bytes) -> None:
-        await frames.put(chunk)
-
-    async def produce() -> None:
-        try:
-            await stream.run(write)
-        finally:
-            await frames.put(None)
-
-    producer = asyncio.ensure_future(produce())
-    try:
-        while (chunk := await frames.get()) is not None:
-            yield chunk
-        await producer  # its error, if any
-    finally:
-        producer.cancel()
 
 
 def _in_memory(response: Any) -> bool:

@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, Response, current_app, request, websocket
 from quart_schema import validate_request, validate_response
 
-from royal.app import StreamBody
 from royal.auth import current_identity, get_revocations, roles_required
 from royal.errors import APIError
+from royal.stream_body import StreamBody
 from royal.streams import ws
 from royal.streams.extension import get_broker
 from royal.streams.sse import HEADERS
