@@ -89,13 +89,19 @@ def markdown(http_report: dict[str, Any], streams_report: dict[str, Any]) -> str
         "| target | measured | met |",
         "|---|---:|---|",
     ]
-    for what, ratio, _, ok in verdicts:
-        shown = "-" if ratio is None else f"{ratio:.2f}x"
-        lines.append(f"| {what} | {shown} | {'yes' if ok else '**no**'} |")
+    for what, value, _, ok in verdicts:
+        lines.append(f"| {what} | {_shown(what, value)} | {'yes' if ok else '**no**'} |")
     lines.append("")
     demoted = [_demote(http_compare.markdown(http_report))]
     demoted.append(_demote(streams_compare.markdown(streams_report)))
     return "\n".join(lines) + "\n" + "\n".join(demoted)
+
+
+def _shown(what: str, value: float | None) -> str:
+    """A ratio (the target compares two candidates: "a / b") as 0.59x, else the figure."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" if " / " in what else f"{value:,.1f}"
 
 
 def _demote(section: str) -> str:
