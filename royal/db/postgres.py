@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from databases.backends import postgres as base
-from sqlalchemy.sql import ClauseElement, TextClause
+from sqlalchemy.sql import ClauseElement
 
-from royal.db.statements import Statement, Statements, converters_of
+from royal.db.statements import Statements
 
 _STATEMENTS = Statements()
 
@@ -19,16 +19,4 @@ class PostgresBackend(base.PostgresBackend):
 
 class PostgresConnection(base.PostgresConnection):
     def _compile(self, query: ClauseElement) -> Any:  # (sql, args, result map)
-        if not isinstance(query, TextClause):
-            return super()._compile(query)
-        statement = _STATEMENTS.get(query, self._statement)
-        return (statement.sql, statement.bind(query), *statement.extra)
-
-    def _statement(self, query: TextClause) -> Statement:
-        by_databases: Any = super()._compile(query)
-        sql, _, result_map = by_databases
-        compiled: Any = query.compile(
-            dialect=self._dialect, compile_kwargs={"render_postcompile": True}
-        )
-        order = tuple(sorted(compiled.params))  # $1, $2, ... follow the sorted names
-        return Statement(sql, order, converters_of(compiled, order), (result_map,))
+        return _STATEMENTS.compile(query, super()._compile, self._dialect, positional=False)

@@ -29,7 +29,7 @@ from databases.backends import sqlite as base
 from databases.core import DatabaseURL
 from sqlalchemy.sql import ClauseElement, CompoundSelect, Select, TextClause
 
-from royal.db.statements import Statement, Statements, converters_of
+from royal.db.statements import Statements
 
 T = TypeVar("T")
 
@@ -214,19 +214,7 @@ class SQLiteConnection(base.SQLiteConnection):
 
     def _compile(self, query: ClauseElement) -> Any:  # (sql, args, result map, context)
         """databases' compile, remembered per SQL text and parameter types (statements.py)."""
-        if not isinstance(query, TextClause):
-            return super()._compile(query)
-        statement = _STATEMENTS.get(query, self._statement)
-        return (statement.sql, statement.bind(query), *statement.extra)
-
-    def _statement(self, query: TextClause) -> Statement:
-        by_databases: Any = super()._compile(query)
-        sql, _, result_map, context = by_databases
-        compiled: Any = query.compile(
-            dialect=self._dialect, compile_kwargs={"render_postcompile": True}
-        )
-        order = tuple(compiled.positiontup or ())
-        return Statement(sql, order, converters_of(compiled, order), (result_map, context))
+        return _STATEMENTS.compile(query, super()._compile, self._dialect, positional=True)
 
     async def fetch_all(self, query: ClauseElement) -> list[Any]:
         return await self._run(query, super().fetch_all)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.sql import TextClause
+from sqlalchemy.sql import ClauseElement, TextClause
 
 Key = tuple[str, tuple[tuple[str, type], ...]]
 MAX_STATEMENTS = 2048  # SQL built at run time (IN lists) could grow it: start over past this
@@ -38,6 +38,33 @@ class Statement:
 class Statements:
     def __init__(self) -> None:
         self._known: dict[Key, Statement] = {}
+
+    def compile(
+        self,
+        query: ClauseElement,
+        by_databases: Callable[[ClauseElement], Any],
+        dialect: Any,
+        *,
+        positional: bool,
+    ) -> Any:
+        """A backend's ``_compile(query)`` (``by_databases``) for raw text remembered:
+        ``(sql, args, *what else it returns)``. ``positional``: the driver takes the
+        parameters in the order they appear (``?``, SQLite), else by sorted name ($n)."""
+        if not isinstance(query, TextClause):
+            return by_databases(query)
+
+        def build(text: TextClause) -> Statement:
+            sql, _, *extra = by_databases(text)
+            compiled: Any = text.compile(
+                dialect=dialect, compile_kwargs={"render_postcompile": True}
+            )
+            order = (
+                tuple(compiled.positiontup or ()) if positional else tuple(sorted(compiled.params))
+            )
+            return Statement(sql, order, converters_of(compiled, order), tuple(extra))
+
+        statement = self.get(query, build)
+        return (statement.sql, statement.bind(query), *statement.extra)
 
     def get(self, query: TextClause, build: Callable[[TextClause], Statement]) -> Statement:
         binds = query._bindparams
