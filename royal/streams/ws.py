@@ -102,8 +102,10 @@ class Session:
         return self._send_all([event.ws for event in batch])
 
     async def _send_all(self, messages: list[bytes]) -> None:
-        for message in messages:
-            await self.send(message)
+        """A batch under one hold of the lock: nothing else lands between its events."""
+        async with self._send_lock:
+            for message in messages:
+                await self.channel.send(message.decode())
 
     async def error(self, code: str, message: str) -> None:
         await self.send({"type": "error", "code": code, "message": message})
