@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 from quart import Quart
 
 from royal.db import Database
+from royal.db.availability import warn_retrying
 from royal.services import alerts
 from royal.streams.broker import Broker
 
@@ -45,5 +46,5 @@ async def announce_forever(db: Database, broker: Broker, interval: float) -> Non
             if await alerts.announce_expired(db):
                 broker.wake()
         except Exception:
-            logger.warning("announcing expired alerts failed; retrying", exc_info=True)
+            warn_retrying(logger, "announcing expired alerts failed; retrying")
         await asyncio.sleep(interval)

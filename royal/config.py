@@ -31,6 +31,7 @@ class Config:
     # None means an SQLite file in the instance folder: <instance>/royal.sqlite3
     DATABASE_URL: str | None = None
     DATABASE_POOL_SIZE = 10  # PostgreSQL connections per process
+    DATABASE_CONNECT_TIMEOUT_SECONDS = 3.0  # PostgreSQL: a slower connect is an outage (503)
     DATABASE_FORCE_ROLLBACK = False  # tests: everything runs in one rolled-back transaction
     SQLITE_READERS = 4  # long-lived read connections per process (plus one writer)
     SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -39,6 +40,7 @@ class Config:
     READYZ_TIMEOUT_SECONDS = 2.0
     METRICS_PUBLIC = False  # true: /metrics and /metrics/prometheus answer without a token
     MAX_CONTENT_LENGTH = 1024 * 1024  # bytes; larger bodies get a JSON 413
+    ACCESS_LOG_FORMAT = "text"  # royal serve: "text" (hypercorn.toml's format) or "json" lines
 
     # Auth: opaque tokens, single-use stream tickets, argon2id (RFC 9106 low-memory profile).
     TOKEN_TTL_SECONDS = 12 * 3600

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 from quart import (
     Quart,
     Request,
@@ -25,6 +26,8 @@ from quart import (
 )
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import BadRequest, HTTPException
+
+from royal.db.availability import RETRY_AFTER_SECONDS, is_unavailable
 
 
 class APIError(Exception):
@@ -58,8 +61,36 @@ class MalformedJSON(BadRequest):
 class JSONRequest(Request):
     """Quart's Request, raising a descriptive 400 for a body that is not valid JSON."""
 
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force=force, silent=silent, cache=cache)
+        except UnicodeDecodeError as error:  # Quart decodes before parsing; JSON is UTF-8
+            if silent:
+                return None
+            raise MalformedJSON(error) from None
+
     def on_json_loading_failed(self, error: Exception) -> Any:
         raise MalformedJSON(error)
+
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="The bad field, dotted when nested (`areas.0`), or `body`.")
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Royal's error body, the same for every status (the old Flask app's shape)."""
+
+    error: str = Field(description="What went wrong, for people.")
+    status_code: int
+    code: str | SkipJsonSchema[None] = Field(
+        None, description="What went wrong, for programs: `ALERT_NOT_FOUND`, `BAD_CURSOR`, ..."
+    )
+    detail: list[ErrorDetail] | SkipJsonSchema[None] = Field(
+        None, description="Validation failures: one entry per bad field."
+    )
 
 
 def error_body(
@@ -143,6 +174,17 @@ def register_error_handlers(app: Quart) -> None:
         method, path = (request.method, request.path) if has_request_context() else ("WS", "")
         if has_websocket_context():
             path = websocket.path
+        if is_unavailable(error):
+            # An outage, not a bug: the client may retry; nothing was changed.
+            app.logger.warning(
+                "Database unavailable on %s %s (request id %s): %r", method, path, request_id, error
+            )
+            return error_response(
+                503,
+                "Database unavailable, retry shortly",
+                code="database_unavailable",
+                headers=[("Retry-After", str(RETRY_AFTER_SECONDS))],
+            )
         app.logger.error(
             "Unhandled error on %s %s (request id %s)", method, path, request_id, exc_info=error
         )

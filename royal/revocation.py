@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from royal.db.availability import warn_retrying
 from royal.services import tokens
 
 if TYPE_CHECKING:
@@ -62,4 +63,4 @@ class RevocationWatcher:
             try:
                 await self.check()
             except Exception:
-                logger.warning("token revocation check failed; retrying", exc_info=True)
+                warn_retrying(logger, "token revocation check failed; retrying")

@@ -14,6 +14,7 @@ from quart_schema import validate_request
 
 from royal.auth import public
 from royal.errors import APIError
+from tests.conftest import bearer
 
 probe = Blueprint("probe", __name__)
 
@@ -66,6 +67,19 @@ async def test_wrong_method_is_json_405_with_allow(client: Client) -> None:
     assert "GET" in response.headers["Allow"]
 
 
+async def test_v1_paths_answer_other_methods_with_405(
+    client: Client, tokens: dict[str, str]
+) -> None:
+    headers = bearer(tokens["viewer"])
+    chat = await client.get("/v1/chat/completions", headers=headers)  # not /v1's unknown-URL 404
+    assert chat.status_code == 405 and "POST" in chat.headers["Allow"]
+    models = await client.options("/v1/models", headers=headers)
+    assert {m.strip() for m in models.headers["Allow"].split(",")} == {"GET", "HEAD", "OPTIONS"}
+    elsewhere = await client.get("/v1/files", headers=headers)
+    assert elsewhere.status_code == 404
+    assert (await elsewhere.get_json())["error"]["code"] == "unknown_url"
+
+
 async def test_valid_body_passes(probe_client: Client) -> None:
     response = await probe_client.post("/probe/echo", json={"name": "a", "count": 2})
     assert response.status_code == 200
@@ -97,6 +111,16 @@ async def test_malformed_json_is_400_with_detail(probe_client: Client) -> None:
     assert response.status_code == 400
     body = await response.get_json()
     assert body["status_code"] == 400
+    assert body["error"] == "Malformed JSON body"
+    assert body["detail"][0]["type"] == "json_invalid"
+
+
+async def test_a_body_that_is_not_utf8_is_malformed_json(probe_client: Client) -> None:
+    response = await probe_client.post(
+        "/probe/echo", data=b'{"name": "\xa6"}', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    body = await response.get_json()
     assert body["error"] == "Malformed JSON body"
     assert body["detail"][0]["type"] == "json_invalid"
 
@@ -157,6 +181,8 @@ async def test_openapi_documents_every_route_with_a_summary(client: Client, app:
         if rule.websocket:  # OpenAPI has no WebSockets; docs/realtime.md describes /ws
             continue
         if rule.endpoint.startswith("dashboard."):  # pages for browsers (docs/dashboard.md)
+            continue
+        if rule.endpoint == "openai.unknown":  # /v1's fallback: OpenAI's 404 for other paths
             continue
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", str(rule))

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from royal.db.availability import warn_retrying
 from royal.streams import log
 
 if TYPE_CHECKING:
@@ -104,9 +105,7 @@ class DeltaWriter:
             try:
                 await log.append_many(self.db, [item for _, item in batch])
             except Exception:
-                logger.warning(
-                    "writing %d reply deltas failed; retrying", len(batch), exc_info=True
-                )
+                warn_retrying(logger, "writing %d reply deltas failed; retrying", len(batch))
                 self._unwritten = batch
                 self._work.set()
                 continue

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from royal.db.availability import warn_retrying
 from royal.services import agents
 
 if TYPE_CHECKING:
@@ -78,4 +79,4 @@ class Presence:
         try:
             await agents.mark_watched(self.db, sessions, time.time())
         except Exception:
-            logger.warning("recording %d watched sessions failed", len(sessions), exc_info=True)
+            warn_retrying(logger, "recording %d watched sessions failed", len(sessions))

@@ -9,6 +9,7 @@ from quart import Blueprint, Response, current_app
 from quart_schema import validate_response
 
 from royal.auth import public
+from royal.openapi import document_content
 from royal.readiness import run_checks
 
 bp = Blueprint("health", __name__)
@@ -23,8 +24,12 @@ def _ok() -> Response:
     return Response("ok", status=200, content_type="text/plain; charset=utf-8")
 
 
+OK = document_content("text/plain", {"const": "ok"}, description="`ok`, as text/plain.")
+
+
 @bp.get("/health")
 @public
+@OK
 async def health() -> Response:
     """Legacy health check: `ok`.
 
@@ -35,6 +40,7 @@ async def health() -> Response:
 
 @bp.get("/healthz")
 @public
+@OK
 async def healthz() -> Response:
     """Liveness: `ok` as text/plain while the process serves requests."""
     return _ok()

@@ -51,6 +51,8 @@ def connect_database(url: str, **config: Any) -> Database:
         # min_size 0: the process starts while PostgreSQL is down and /readyz says so.
         options["min_size"] = 0
         options["max_size"] = config.get("DATABASE_POOL_SIZE", 10)
+        # A new connection that takes longer than this is an outage (a 503), not a wait.
+        options["timeout"] = config.get("DATABASE_CONNECT_TIMEOUT_SECONDS", 3.0)
     return Database(url, force_rollback=config.get("DATABASE_FORCE_ROLLBACK", False), **options)
 
 

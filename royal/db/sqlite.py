@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -90,7 +92,7 @@ class ConnectionPool:
             await connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             await connection.execute("PRAGMA foreign_keys = ON")
             if not _is_memory(self._path):
-                await connection.execute("PRAGMA journal_mode = WAL")
+                await _enable_wal(connection, self._busy_timeout_ms / 1000)
                 await connection.execute("PRAGMA synchronous = NORMAL")
             if query_only:
                 await connection.execute("PRAGMA query_only = ON")
@@ -138,6 +140,21 @@ class ConnectionPool:
         self._writer = None
         self._idle_readers = asyncio.Queue()
         self._reader_count = 0
+
+
+async def _enable_wal(connection: aiosqlite.Connection, patience: float) -> None:
+    """Switch the file to WAL (it stays so). The switch needs the file to itself and SQLite's
+    busy handler does not wait for that, so two processes opening a new file at once would see
+    "database is locked": retry for as long as busy_timeout would have waited."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            await connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.01)
 
 
 def _is_memory(path: str) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator
 
 from quart import Quart, current_app
 
+from royal.db.availability import warn_retrying
 from royal.jobs.registry import JobContext, JobHandlers
 from royal.jobs.runner import JobRunner
 from royal.services import event_handlers, events, jobs, maintenance
@@ -53,7 +54,7 @@ async def _schedule_maintenance(app: Quart) -> None:
             if await jobs.enqueue_unique(db, "maintenance.retention", {}):
                 broker.wake()
         except Exception:
-            app.logger.warning("scheduling maintenance failed; retrying", exc_info=True)
+            warn_retrying(app.logger, "scheduling maintenance failed; retrying")
         await asyncio.sleep(app.config["MAINTENANCE_INTERVAL_SECONDS"])
 
 

@@ -25,6 +25,7 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
+from royal.db.availability import warn_retrying
 from royal.jobs.registry import DEFAULT_LANE, JobContext, JobHandlers
 from royal.services import jobs
 
@@ -132,7 +133,7 @@ class JobRunner:
                     limit=min(room, CLAIM_BATCH),
                 )
             except Exception:
-                logger.warning("claiming jobs failed; retrying", exc_info=True)
+                warn_retrying(logger, "claiming jobs failed; retrying")
                 claimed = []
             if not claimed:
                 try:
@@ -191,7 +192,7 @@ class JobRunner:
             try:
                 cancel = await jobs.renew_lease(self.db, job.id, self.worker_id, self.lease_seconds)
             except Exception:
-                logger.warning("renewing the lease of job %s failed", job.id, exc_info=True)
+                warn_retrying(logger, "renewing the lease of job %s failed", job.id)
                 continue
             if cancel is None:
                 self.stop(job.id, LeaseLost())

@@ -14,6 +14,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from royal.db.availability import warn_retrying
 from royal.metrics import exposition
 from royal.metrics.interval import IntervalLatency
 from royal.metrics.mirror import mirror
@@ -50,7 +51,7 @@ class SnapshotPublisher:
                 interval = float(await settings.get_setting(db, "metrics_interval_seconds"))
                 await self.publish()
             except Exception:
-                logger.warning("publishing live metrics failed", exc_info=True)
+                warn_retrying(logger, "publishing live metrics failed")
                 interval = 5.0
             await asyncio.sleep(interval)
 

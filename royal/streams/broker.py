@@ -154,6 +154,9 @@ class Subscription:
             rows = await log.read_since(
                 self.broker.db, self.last_id, topics=self.topics, limit=self.broker.replay_page
             )
+        except BaseException:
+            self._catching_up = True  # the buffer was cleared: only the log has those events
+            raise
         finally:
             self._reading = False
         if rows:

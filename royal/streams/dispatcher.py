@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from royal.db.availability import warn_retrying
 from royal.streams import log
 from royal.streams.event import Event
 
@@ -68,7 +69,7 @@ class Dispatcher:
             try:
                 await self.dispatch_new()
             except Exception:
-                logger.warning("reading the event log failed; retrying", exc_info=True)
+                warn_retrying(logger, "reading the event log failed; retrying")
                 await asyncio.sleep(min(self._poll_seconds, 1.0))
 
     async def dispatch_new(self) -> int:
