@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import agent_streams, http_compare, sse_fanout, streams_compare, suite
+from bench import agent_streams, http_compare, soak, sse_fanout, streams_compare, suite
 
-BENCHMARKS = (suite, http_compare, streams_compare, sse_fanout, agent_streams)
+BENCHMARKS = (suite, http_compare, streams_compare, sse_fanout, agent_streams, soak)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from typing import Any
 
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.run import worker_serve
+from hypercorn.asyncio.task_group import _handle as hypercorn_app_call
 from hypercorn.config import Config, Sockets
 from prometheus_client import multiprocess
 from quart import Quart
@@ -39,6 +41,9 @@ from royal.config import ConfigError
 
 logger = logging.getLogger("royal.server")
 RESPAWN_DELAY_SECONDS = 1.0
+CUT_MARGIN_SECONDS = 0.5
+# The coroutine Hypercorn's asyncio worker runs the app in, one task per request.
+_HYPERCORN_APP_CALL = hypercorn_app_call.__code__
 
 
 def serve(config: Config) -> int:
@@ -136,12 +141,46 @@ def load_app(path: str) -> Quart:
     return app
 
 
+def cut_requests() -> None:
+    """Cancel the requests still running at the graceful bound, so the worker can exit: each
+    gets Hypercorn's 500 (or its connection closed, if the response had started), and its
+    connection closes, as every connection does once the worker is terminating."""
+    for task in asyncio.all_tasks():
+        if getattr(task.get_coro(), "cr_code", None) is _HYPERCORN_APP_CALL:
+            task.cancel()
+
+
+def set_user_timeout(sockets: Sockets, seconds: float) -> None:
+    """Set TCP_USER_TIMEOUT (Linux) to ``seconds`` on the listening TCP sockets; every
+    connection accepted from them inherits it.
+
+    A client that vanishes (its machine switched off, its network gone: no FIN, no RST) would
+    otherwise hold its stream for the kernel's retransmission limit, about 15 minutes: each
+    heartbeat lands in the socket's send buffer and the write succeeds. With the timeout at one
+    heartbeat, the kernel errors the connection once data has gone unacknowledged that long,
+    so a vanished client's stream is freed within two heartbeats. A client that leaves its
+    receive window shut (reads nothing at all) for that long is disconnected the same way.
+    Called in each worker, which has the app's config; the sockets are shared, so it is the
+    same setting each time.
+    """
+    if not hasattr(socket, "TCP_USER_TIMEOUT"):
+        return
+    milliseconds = max(1, round(seconds * 1000))
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, milliseconds)
+
+
 def run_worker(config: Config, sockets: Sockets, shutdown_event: EventType) -> None:
     """One worker process: build the app, serve until the shutdown event, drain first."""
+    from royal import hypercorn_fixes
     from royal.streams.extension import drain
+
+    hypercorn_fixes.apply()
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     app = load_app(config.application_path)
+    set_user_timeout(sockets, app.config["STREAM_HEARTBEAT_SECONDS"])
     # Thousands of long-lived streams make CPython's default GC thresholds trigger full
     # collections that free nothing and took half a worker's CPU in the SSE benchmark
     # (bench/README.md). Freeze what start-up built and collect young objects less often.
@@ -156,6 +195,12 @@ def run_worker(config: Config, sockets: Sockets, shutdown_event: EventType) -> N
         while not (shutdown_event.is_set() or terminated.is_set()):
             await asyncio.sleep(0.1)
         await drain(app, timeout=min(2.0, config.graceful_timeout))
+        # Hypercorn now stops accepting and gives in-flight requests graceful_timeout; on
+        # Python 3.12+ it first waits for every connection to close, however long that takes.
+        # Royal ends what is left a little before the bound, so that Hypercorn's own cut (which
+        # cancels whole connections, noisily on 3.11) finds nothing left to do.
+        cut_after = max(0.0, config.graceful_timeout - CUT_MARGIN_SECONDS)
+        asyncio.get_running_loop().call_later(cut_after, cut_requests)
 
     loop_factory = None
     if config.worker_class == "uvloop" and sys.platform != "win32":

@@ -1,8 +1,8 @@
 """Helpers for testing Royal, and apps built on it, over real sockets (needs the test extra).
 
 ``LiveServer`` runs ``royal serve`` (real Hypercorn, any number of workers) in a subprocess on a
-socket it binds itself on 127.0.0.1, so there is no race for a free port and a restarted server
-keeps the same address.
+socket it binds itself on 127.0.0.1 (or ``host``), so there is no race for a free port and a
+restarted server keeps the same address.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,8 @@ from royal.streams.sse import ParsedEvent, SSEParser
 
 
 class LiveServer:
-    """Royal under Hypercorn on 127.0.0.1; ``url`` is its base address."""
+    """Royal under Hypercorn on 127.0.0.1 (or another local IPv4 ``host``, one that clients in
+    a network namespace reach, say); ``url`` is its base address."""
 
     def __init__(
         self,
@@ -42,18 +44,25 @@ class LiveServer:
         startup_timeout: float = 30.0,
         cwd: str | Path | None = None,
         app: str | None = None,
+        certfile: str | Path | None = None,
+        keyfile: str | Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.env = {"ROYAL_ENV": "testing", **(env or {})}
         self.app = app  # royal serve --app: another factory than royal:create_app()
+        # royal serve --certfile/--keyfile: HTTPS, and HTTP/2 for clients that offer it (ALPN).
+        if (certfile is None) != (keyfile is None):
+            raise ValueError("certfile and keyfile go together")
+        self.tls = None if certfile is None else (str(certfile), str(keyfile))
         self.workers = workers
         self.startup_timeout = startup_timeout
         self.cwd = cwd
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket.bind((host, 0))
         self._socket.set_inheritable(True)
         self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if self.tls else 'http'}://{host}:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         handle, path = tempfile.mkstemp(prefix="royal-live-", suffix=".log")
         os.close(handle)
@@ -66,6 +75,8 @@ class LiveServer:
         command += ["--workers", str(self.workers)]
         if self.app is not None:
             command += ["--app", self.app]
+        if self.tls is not None:
+            command += ["--certfile", self.tls[0], "--keyfile", self.tls[1]]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -97,8 +108,15 @@ class LiveServer:
         )
 
     def _answers(self) -> bool:
+        context = None
+        if self.tls is not None:
+            # Only "is it up?": the certificate is the test's to check, with its own CA.
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+            with urllib.request.urlopen(
+                f"{self.url}/healthz", timeout=1, context=context
+            ) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
@@ -133,6 +151,17 @@ class LiveServer:
         """Stop and start again on the same socket: clients reconnect to the same URL."""
         self.stop()
         return self.start()
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the server's Hypercorn workers (Linux: read from /proc)."""
+        assert self.process is not None, "start() first"
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [
+            int(child)
+            for child in children
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
 
     def output(self) -> str:
         """Everything the server printed so far (access log, errors)."""
@@ -266,9 +295,9 @@ class SSEClient:
         self.response, self._client, self._chunks = None, None, None
 
     async def resume(self) -> SSEClient:
-        """Drop this connection and open a new one from the last id received."""
+        """Drop this connection and open a new one from the last id received. Events that
+        arrived but were not read yet stay readable: the server will not send them again."""
         await self.close()
-        self._pending = []
         return await self.open()
 
 

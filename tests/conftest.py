@@ -126,8 +126,10 @@ def _live_server(sqlite_url: str) -> Iterator[Callable[..., LiveServer]]:
     """Start Royal in a real Hypercorn on 127.0.0.1: ``live_server(workers=2, env={...})``."""
     servers: list[LiveServer] = []
 
-    def start(*, workers: int = 1, env: dict[str, str] | None = None) -> LiveServer:
-        server = LiveServer({"ROYAL_DATABASE_URL": sqlite_url, **(env or {})}, workers=workers)
+    def start(*, workers: int = 1, env: dict[str, str] | None = None, **options: Any) -> LiveServer:
+        server = LiveServer(
+            {"ROYAL_DATABASE_URL": sqlite_url, **(env or {})}, workers=workers, **options
+        )
         servers.append(server)
         return server.start()
 
@@ -215,17 +217,21 @@ def _live_royal(
     live_server: Callable[..., LiveServer], sqlite_url: str, password_hash: str
 ) -> Callable[..., Awaitable[LiveRoyal]]:
     """``await live_royal(workers=1, env={...}, database_url=None)``: Royal on 127.0.0.1 with
-    a user of each role.
+    a user of each role; other keywords go to LiveServer (``app=``, ``cwd=``).
 
     The database defaults to the test's SQLite file; pass ``postgres_url`` for PostgreSQL.
     """
 
     async def start(
-        *, workers: int = 1, env: dict[str, str] | None = None, database_url: str | None = None
+        *,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        database_url: str | None = None,
+        **options: Any,
     ) -> LiveRoyal:
         url = database_url or sqlite_url
         env = {"ROYAL_DATABASE_URL": url, **(env or {})}
-        server = await asyncio.to_thread(live_server, workers=workers, env=env)
+        server = await asyncio.to_thread(live_server, workers=workers, env=env, **options)
         return LiveRoyal(server, url, await seed_users(url, password_hash))
 
     return start

@@ -7,7 +7,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,15 +17,7 @@ from tests.conftest import LiveRoyal
 
 
 def worker_pids(live: LiveRoyal) -> list[int]:
-    """Hypercorn workers of this `royal serve` (its children, minus multiprocessing's tracker)."""
-    assert live.server.process is not None
-    pid = live.server.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [
-        int(child)
-        for child in children
-        if "resource_tracker" not in Path(f"/proc/{child}/cmdline").read_text()
-    ]
+    return live.server.worker_pids()
 
 
 async def test_sigterm_ends_streams_with_a_retry_hint_and_exits_quickly(

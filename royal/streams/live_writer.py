@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,15 +35,19 @@ class LiveWriter:
         the coroutine that sends it."""
         self.subscription = subscription
         self.send_batch = send_batch
-        self.writes = 0
+        self.last_write = time.monotonic()  # when a write last started (heartbeats follow it)
         self._in_flight: asyncio.Future[None] | None = None  # an eager send still waiting
         self._reserved = False  # the consumer's task is writing: no eager sends meanwhile
         self._scheduled = False
+        self._stopped = False
 
     def start(self) -> None:
         self.subscription.listener = self._schedule
 
     def stop(self) -> None:
+        """No more eager sends: the connection is being closed (a flush scheduled before
+        would otherwise send on a closed socket)."""
+        self._stopped = True
         self.subscription.listener = None
         if self._in_flight is not None:
             self._in_flight.cancel()
@@ -52,7 +57,7 @@ class LiveWriter:
         self._reserved = True
         try:
             await self.settle()
-            self.writes += 1
+            self.last_write = time.monotonic()
             await send()
         finally:
             self._reserved = False
@@ -70,12 +75,12 @@ class LiveWriter:
 
     def _flush(self) -> None:
         self._scheduled = False
-        if self._reserved or self._in_flight is not None:
+        if self._stopped or self._reserved or self._in_flight is not None:
             return  # the send under way schedules another flush when it is done
         batch = self.subscription.ready_now()
         if not batch:
             return
-        self.writes += 1
+        self.last_write = time.monotonic()
         try:
             self._in_flight = eager.start(self.send_batch(batch))
         except Exception:

@@ -8,6 +8,7 @@ subscription is freed at once.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
@@ -83,14 +84,16 @@ class SSEStream:
 
     async def _serve(self, subscription: Subscription, live: LiveWriter, write: Write) -> None:
         while not self._finished:
-            writes_before = live.writes
-            batch = await subscription.next_batch(self.heartbeat_seconds)
+            # A ping one heartbeat after the last write, whoever wrote it: never two silent
+            # heartbeats in a row (a vanished client is found within two: docs/realtime.md).
+            quiet = time.monotonic() - live.last_write
+            batch = await subscription.next_batch(max(0.0, self.heartbeat_seconds - quiet))
             if batch is None:
                 break
             if batch:
                 frames = self._frames(subscription, batch)
                 await live.write(functools.partial(write, frames))
-            elif live.writes == writes_before:
+            elif time.monotonic() - live.last_write >= self.heartbeat_seconds:
                 await live.write(lambda: write(sse.comment("ping")))
         if self._finished:
             await live.settle()  # the stop_after event's write

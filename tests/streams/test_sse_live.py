@@ -538,6 +538,27 @@ async def test_an_idle_stream_outlives_the_response_timeout(live_royal: StartRoy
     assert stream.parser.comments >= 3, stream.parser.comments
 
 
+async def test_a_ping_follows_a_live_event_within_one_heartbeat(live_royal: StartRoyal) -> None:
+    """Pings count from the last write, a live event included: a stream is never silent for
+    two heartbeats, the bound on finding a vanished client (docs/realtime.md)."""
+    live = await live_royal(env={"ROYAL_STREAM_HEARTBEAT_SECONDS": "1"})
+    headers = {"Authorization": f"Bearer {live.tokens['viewer']}"}
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http,
+        http.stream("GET", f"{live.url}/streams/alerts", headers=headers) as response,
+    ):
+        frames = FrameReader(response.aiter_raw())
+        while b": ping" not in await frames.next():
+            pass  # the retry frame, then the first ping
+        await live.publish("alerts", {"n": 1})  # just after a ping: the worst moment
+        while b"event: message" not in (frame := await frames.next()):
+            assert b": ping" not in frame
+        event_at = time.monotonic()
+        assert b": ping" in await frames.next(timeout=3)
+        silence = time.monotonic() - event_at
+    assert 0.5 < silence < 1.5, f"{silence:.2f} s between the event and the next ping"
+
+
 # --- 6. topics and bad requests --------------------------------------------------------------
 
 
