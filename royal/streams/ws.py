@@ -78,6 +78,8 @@ class Session:
         heartbeat_seconds: float = 15.0,
     ) -> None:
         self.channel = channel
+        # Royal's websocket sends without Quart's loop turn per send (royal/websocket.py).
+        self._send_text = getattr(channel, "send_now", channel.send)
         self.broker = broker
         self.identity = identity
         self.max_message_bytes = max_message_bytes
@@ -94,7 +96,7 @@ class Session:
     async def send(self, message: bytes | dict[str, Any]) -> None:
         data = message if isinstance(message, bytes) else orjson.dumps(message)
         async with self._send_lock:
-            await self.channel.send(data.decode())
+            await self._send_text(data.decode())
 
     def _send_events(self, batch: list[Event]) -> Coroutine[Any, Any, None]:
         """One message per event, in order (counted when taken, as SSE does)."""
@@ -105,7 +107,7 @@ class Session:
         """A batch under one hold of the lock: nothing else lands between its events."""
         async with self._send_lock:
             for message in messages:
-                await self.channel.send(message.decode())
+                await self._send_text(message.decode())
 
     async def error(self, code: str, message: str) -> None:
         await self.send({"type": "error", "code": code, "message": message})
