@@ -31,6 +31,7 @@ from royal.blueprints import settings as settings_bp
 from royal.blueprints import system as system_bp
 from royal.config import ConfigSource, load_config
 from royal.json_provider import OrjsonProvider
+from royal.openapi import RoyalOpenAPIProvider
 from royal.streams import extension as streams
 
 __version__ = "0.1.0"
@@ -56,6 +57,7 @@ def create_app(config: ConfigSource = None) -> Quart:
         app,
         info={"title": "Royal", "version": __version__},
         conversion_preference="pydantic",
+        openapi_provider_class=RoyalOpenAPIProvider,
     )
     app.json = OrjsonProvider(app)  # after QuartSchema, which installs a stdlib-json provider
     response_values.install(app)  # after QuartSchema too: replaces its make_response wrapper

@@ -40,14 +40,19 @@ from quart.asgi import (
     _handle_exception,  # a traceback page in debug, else re-raised
 )
 from quart.helpers import _split_blueprint_path
+from quart.routing import QuartMap
 from quart.sessions import SessionInterface, SessionMixin
 from quart.utils import cancel_tasks, encode_headers, raise_task_exceptions
 from quart.wrappers.response import DataBody
-from werkzeug.datastructures import Headers
+from werkzeug.datastructures import Headers, ImmutableDict
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from royal.errors import JSONRequest
+from royal.pagination import MAX_ID
 from royal.stream_body import StreamBody
+from royal.websocket import RoyalWebsocket, RoyalWebsocketConnection
 
 _MISSING = object()
 
@@ -130,9 +135,14 @@ class RoyalHTTPConnection(ASGIHTTPConnection):
             return
         sender = asyncio.ensure_future(self._send_within(send, response, timeout))
         watcher = asyncio.ensure_future(_until_disconnected(receive))
-        done, pending = await asyncio.wait([sender, watcher], return_when=asyncio.FIRST_COMPLETED)
-        await cancel_tasks(pending)
-        raise_task_exceptions(done)
+        tasks = {sender, watcher}
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when this request is cancelled (a server cancels it at shutdown): neither
+            # task may outlive it, or the stream goes on writing to a closed connection.
+            await cancel_tasks({task for task in tasks if not task.done()})
+        raise_task_exceptions(tasks)
 
     async def _send_response(self, send: ASGISendCallable, response: Any) -> None:
         body = getattr(response, "response", None)
@@ -158,8 +168,33 @@ class RoyalHTTPConnection(ASGIHTTPConnection):
                 await self._send_response(send, response)
 
 
+class IdConverter(IntegerConverter):
+    """``<int:...>`` in Royal's routes: an id, 0 to 2**63 - 1. A larger number is a 404 (no such
+    thing) instead of overflowing the database's 64-bit integers (a 500).
+
+    It raises NotFound itself: werkzeug turns a converter's ValidationError into a 405 when
+    the same path has a rule for another method (PATCH /api/alerts/<too big> would be a 405).
+    """
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+    def to_python(self, value: str) -> Any:
+        if self.max is not None and (len(value) > len(str(self.max)) or int(value) > self.max):
+            raise NotFound()
+        return super().to_python(value)
+
+
+class RoyalMap(QuartMap):
+    default_converters = ImmutableDict({**QuartMap.default_converters, "int": IdConverter})
+
+
 class RoyalQuart(Quart):
     asgi_http_class = RoyalHTTPConnection
+    asgi_websocket_class = RoyalWebsocketConnection
+    websocket_class = RoyalWebsocket
+    url_map_class = RoyalMap
     request_class = RoyalRequest
     session_interface = NoSessions()  # type: ignore[assignment]
 

@@ -20,6 +20,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_LIMIT = 200
+MAX_ID = 2**63 - 1  # ids are 64-bit signed integers (SQLite INTEGER, PostgreSQL BIGINT)
 
 
 class PageQuery(BaseModel):
@@ -45,7 +46,9 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, value = raw.partition(":")
-        if version != "v1" or not value.isdigit():
+        if version != "v1" or not (value.isascii() and value.isdigit() and len(value) <= 19):
+            raise ValueError(raw)
+        if int(value) > MAX_ID:
             raise ValueError(raw)
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):

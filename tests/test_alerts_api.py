@@ -200,6 +200,13 @@ async def test_missing_alerts_are_json_404(client: Client, tokens: dict[str, str
         assert await response.get_json() == NOT_FOUND
     response = await client.get("/api/alerts/not-a-number", headers=operator)
     assert response.status_code == 404 and (await response.get_json())["status_code"] == 404
+    too_big = f"/api/alerts/{2**63}"  # beyond a 64-bit id: no such alert, not a 500 (nor 405)
+    for response in (
+        await client.get(too_big, headers=operator),
+        await client.patch(too_big, json={"message": "x"}, headers=operator),
+        await client.delete(too_big, headers=operator),
+    ):
+        assert response.status_code == 404
 
 
 async def test_patch_changes_only_the_given_fields(
@@ -303,10 +310,17 @@ async def test_bad_list_queries_are_400(
     assert [item["field"] for item in (await response.get_json())["detail"]] == [field]
 
 
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "bogus!",
+        "djE6OTk5OTk5OTk5OTk5OTk5OTk5OTk",  # v1:99999999999999999999, beyond a 64-bit id
+    ],
+)
 async def test_a_cursor_that_was_not_given_out_is_400(
-    client: Client, tokens: dict[str, str]
+    client: Client, tokens: dict[str, str], cursor: str
 ) -> None:
-    response = await client.get("/api/alerts?cursor=bogus!", headers=bearer(tokens["viewer"]))
+    response = await client.get(f"/api/alerts?cursor={cursor}", headers=bearer(tokens["viewer"]))
     assert response.status_code == 400
     assert (await response.get_json())["code"] == "BAD_CURSOR"
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 from pydantic.dataclasses import dataclass as pydantic_dataclass
-from quart import Quart, request
+from quart import Quart, Response, request
 from werkzeug.exceptions import BadRequestKeyError
 
 from royal.app import RequestHeaders, RoyalQuart
@@ -122,3 +123,52 @@ async def test_a_body_in_pieces_reaches_the_handler(
     answer = await _raw(live, pieces, pause=0.2)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert b'"access_token"' in answer
+
+
+async def test_a_cancelled_stream_leaves_no_task_behind(app: Quart) -> None:
+    """A server cancels a request's task at shutdown: its sender and watcher go with it."""
+
+    @app.get("/t/forever")
+    @public
+    async def forever() -> Response:
+        async def ticks() -> AsyncIterator[bytes]:
+            while True:
+                yield b"tick\n"
+                await asyncio.sleep(0.01)
+
+        response = Response(ticks())
+        response.timeout = None
+        return response
+
+    sent = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not sent.is_set():
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.set()
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/t/forever",
+        "raw_path": b"/t/forever",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"royal")],
+        "client": ("127.0.0.1", 1),
+        "server": ("royal", 80),
+    }
+    before = asyncio.all_tasks()
+    handler = asyncio.ensure_future(app(scope, receive, send))
+    await asyncio.wait_for(sent.wait(), 5)
+    handler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    assert [task for task in asyncio.all_tasks() - before if not task.done()] == []

@@ -11,13 +11,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from quart import Blueprint, Response, request
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import document_headers, validate_querystring, validate_request, validate_response
 
 from royal.auth import current_identity, login_required
-from royal.blueprints.live import requested_last_event_id, sse_response
+from royal.blueprints.live import STREAM_END_EVENTS, Resume, requested_last_event_id, sse_response
 from royal.db import get_db
 from royal.errors import APIError, validation_detail
-from royal.pagination import Page, PageQuery, decode_cursor, page_of
+from royal.openapi import SSEEvent, document_errors, document_event_stream, document_optional_body
+from royal.pagination import MAX_ID, Page, PageQuery, decode_cursor, page_of
 from royal.services import agents, replies
 from royal.streams.extension import get_broker
 
@@ -50,13 +51,41 @@ class MessageReceived(BaseModel):
     )
 
 
-class StreamQuery(BaseModel):
+class StreamQuery(Resume):
     session_id: str = SessionId
     reply_id: int | None = Field(
-        None, description="Stream this reply from its first token, even if it already ended."
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="Stream this reply from its first token, even if it already ended.",
     )
     follow: bool = Field(False, description="Keep the stream open after the reply ends.")
-    last_event_id: str | None = Field(None, description="Same as the Last-Event-ID header.")
+
+
+class Delta(BaseModel):
+    message_id: int = Field(description="The reply (an assistant message).")
+    delta: str = Field(description="The text since the previous `message` event.")
+    index: int = Field(description="0, 1, 2, ... within the reply: join the deltas in order.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Done(BaseModel):
+    message_id: int
+    content: str = Field(description="The whole reply.")
+    usage: Usage
+    finish_reason: str
+
+
+class Failed(BaseModel):
+    message_id: int
+    code: str = Field(description="`cancelled`, `upstream_error`, `upstream_timeout`, ...")
+    error: str
+    content: str = Field(description="The text written before it ended.")
 
 
 class SessionOut(BaseModel):
@@ -97,6 +126,7 @@ async def _session(session_id: str) -> agents.Session:
 @bp.post("/session")
 @login_required
 @validate_response(SessionCreated, 201)
+@document_optional_body(SessionIn)
 async def create_session() -> tuple[SessionCreated, int]:
     """Start a conversation; the body is optional (`{"title": ...}`)."""
     # Old clients send no body at all (or JSON null); anything else must be a JSON object.
@@ -113,6 +143,7 @@ async def create_session() -> tuple[SessionCreated, int]:
 @login_required
 @validate_request(MessageIn)
 @validate_response(MessageReceived)
+@document_errors(404, 409)
 async def send_message(data: MessageIn) -> MessageReceived:
     """Add a message to a session. A `user` message makes the agent answer on the session's
     stream; an `assistant` message is stored as context. 409 while a reply is in progress."""
@@ -132,6 +163,14 @@ async def send_message(data: MessageIn) -> MessageReceived:
 @bp.get("/stream")
 @login_required
 @validate_querystring(StreamQuery)
+@document_headers(Resume)
+@document_errors(404, 503)
+@document_event_stream(
+    SSEEvent("message", "The next piece of the reply.", Delta),
+    SSEEvent("done", "The reply is complete; the stream ends (unless `follow`).", Done),
+    SSEEvent("error", "The reply ended early; the stream ends (unless `follow`).", Failed),
+    *STREAM_END_EVENTS,
+)
 async def stream(query_args: StreamQuery) -> Response:
     """Server-Sent Events of the session's replies: `message` deltas, then `done` or `error`.
 
@@ -174,6 +213,7 @@ async def list_sessions(query_args: PageQuery) -> Page[SessionOut]:
 @login_required
 @validate_querystring(PageQuery)
 @validate_response(Page[MessageOut])
+@document_errors(404)
 async def list_messages(session_id: str, query_args: PageQuery) -> Page[MessageOut]:
     """A session's messages, newest first. A reply in progress has its text once it ends."""
     session = await _session(session_id)
@@ -186,6 +226,7 @@ async def list_messages(session_id: str, query_args: PageQuery) -> Page[MessageO
 @bp.post("/sessions/<session_id>/cancel")
 @login_required
 @validate_response(CancelOut, 202)
+@document_errors(404, 409)
 async def cancel(session_id: str) -> tuple[CancelOut, int]:
     """Stop the session's reply. Its stream ends with `error` (code `cancelled`) and the
     message keeps the text written so far. 409 when no reply is in progress."""

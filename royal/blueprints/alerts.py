@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    ConfigDict,
     Field,
     StringConstraints,
     field_validator,
@@ -25,6 +26,7 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 from royal.auth import current_identity, login_required, roles_required
 from royal.db import get_db
 from royal.errors import APIError
+from royal.openapi import document_empty, document_errors
 from royal.pagination import Page, PageQuery, decode_cursor, page_of
 from royal.services import alerts
 from royal.services.alerts import Severity
@@ -68,7 +70,19 @@ class AlertIn(BaseModel):
         return value
 
 
+def _left_out_not_null(schema: dict[str, Any]) -> None:
+    """What AlertPatch's validators check, in its JSON Schema: a field may be left out but
+    may not be null, and at least one is given."""
+    schema["minProperties"] = 1
+    for field in schema["properties"].values():
+        kinds = [kind for kind in field.pop("anyOf") if kind != {"type": "null"}]
+        field.pop("default", None)
+        field.update(kinds[0] if len(kinds) == 1 else {"anyOf": kinds})
+
+
 class AlertPatch(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_left_out_not_null)
+
     message: Message | None = None
     severity: Severity | None = None
     areas: Areas | None = None
@@ -164,6 +178,7 @@ async def create_alert(data: AlertIn) -> tuple[AlertOut, int, dict[str, str]]:
 @bp.get("/<int:alert_id>")
 @login_required
 @validate_response(AlertOut)
+@document_errors(404)
 async def get_alert(alert_id: int) -> AlertOut:
     """Fetch one alert, active or expired."""
     return _out(await _found(alert_id))
@@ -173,6 +188,7 @@ async def get_alert(alert_id: int) -> AlertOut:
 @roles_required("operator")
 @validate_request(AlertPatch)
 @validate_response(AlertOut)
+@document_errors(404)
 async def update_alert(alert_id: int, data: AlertPatch) -> AlertOut:
     """Change an alert's message, severity, areas or expiry (operators).
 
@@ -190,6 +206,8 @@ async def update_alert(alert_id: int, data: AlertPatch) -> AlertOut:
 
 @bp.delete("/<int:alert_id>")
 @roles_required("operator")
+@document_empty(204, "Withdrawn.")
+@document_errors(404)
 async def delete_alert(alert_id: int) -> tuple[str, int]:
     """Withdraw an alert (operators).
 

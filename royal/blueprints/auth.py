@@ -22,6 +22,7 @@ from royal.auth import (
 from royal.db import get_db
 from royal.errors import APIError
 from royal.login_limits import LOGIN_LIMITS
+from royal.openapi import document_errors
 from royal.services import accounts, tokens
 from royal.services.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
@@ -65,6 +66,7 @@ class Status(BaseModel):
 @rate_limit(limits=LOGIN_LIMITS)
 @validate_request(LoginIn)
 @validate_response(TokenOut)
+@document_errors(401, 429)
 async def login(data: LoginIn) -> TokenOut:
     """Exchange a username and password for a bearer token.
 
@@ -134,6 +136,7 @@ async def ticket() -> TicketOut:
 @login_required
 @validate_request(PasswordIn)
 @validate_response(Status)
+@document_errors(403)
 async def change_password(data: PasswordIn) -> Status:
     """Change your own password; every token of yours is revoked, so log in again."""
     identity = current_identity()

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from royal.auth import roles_required
 from royal.db import get_db
 from royal.errors import APIError, validation_detail
+from royal.openapi import document_errors
 from royal.pagination import Page, PageQuery, decode_cursor, page_of
 from royal.services import event_handlers, events
 from royal.streams.extension import get_broker
@@ -19,14 +20,33 @@ from royal.streams.extension import get_broker
 bp = Blueprint("events", __name__)
 
 
+def _typed_data(schema: dict[str, Any]) -> None:
+    """State in the schema what ``validate_data`` checks: the data of a known type."""
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"type": {"const": type_}}, "required": ["type"]},
+            "then": {"properties": {"data": model.model_json_schema()}, "required": ["data"]},
+        }
+        for type_, model in event_handlers.DATA_MODELS.items()
+    ]
+
+
 class EventIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_typed_data)
+
     id: str | None = Field(
         None,
         min_length=1,
         max_length=200,
         description="Your idempotency key: a repeat with the same id is processed once.",
     )
-    type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    type: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="`alert` creates an alert from `data`; other types are stored and published.",
+        examples=["alert", "heartbeat"],
+    )
     source: str = Field(min_length=1, max_length=200)
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -105,6 +125,7 @@ async def list_events(query_args: EventQuery) -> Page[EventOut]:
 
 @bp.get("/<event_id>")
 @validate_response(EventOut)
+@document_errors(404)
 async def get_event(event_id: str) -> EventOut:
     """One event, with its processing status and result."""
     event = await events.select_event(get_db(), event_id)

@@ -13,6 +13,7 @@ from royal.auth import current_identity, roles_required
 from royal.db import get_db
 from royal.errors import APIError
 from royal.jobs import get_job_handlers
+from royal.openapi import document_errors
 from royal.pagination import Page, PageQuery, decode_cursor, page_of
 from royal.services import jobs
 from royal.streams.extension import get_broker
@@ -113,6 +114,7 @@ async def list_jobs(query_args: JobQuery) -> Page[JobOut]:
 
 @bp.get("/<int:job_id>")
 @validate_response(JobOut)
+@document_errors(404)
 async def get_job(job_id: int) -> JobOut:
     """One job, with its payload, attempts, last error and result."""
     job = await jobs.select_job(get_db(), job_id)
@@ -124,6 +126,7 @@ async def get_job(job_id: int) -> JobOut:
 @bp.post("/<int:job_id>/cancel")
 @roles_required("operator")
 @validate_response(JobOut)
+@document_errors(404, 409)
 async def cancel_job(job_id: int) -> JobOut:
     """Cancel a job (operators): a queued job at once, a running one at its next lease renewal.
 

@@ -7,12 +7,14 @@ import os
 from collections.abc import Collection
 from typing import Any, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint, Response, current_app, request, websocket
-from quart_schema import validate_request, validate_response
+from quart_schema import document_headers, document_querystring, validate_request, validate_response
 
 from royal.auth import current_identity, get_revocations, roles_required
 from royal.errors import APIError
+from royal.openapi import SSEEvent, document_errors, document_event_stream
+from royal.process_stats import process_stats
 from royal.stream_body import StreamBody
 from royal.streams import ws
 from royal.streams.extension import get_broker
@@ -39,6 +41,47 @@ class StreamStats(BaseModel):
     listener: dict[str, Any] | None = Field(
         description="PostgreSQL LISTEN connection: connected, reconnects, last_error."
     )
+    process: dict[str, int | None] = Field(
+        description="This worker's asyncio tasks, open file descriptors and RSS in bytes."
+    )
+
+
+class Resume(BaseModel):
+    """Where a stream resumes; an empty value is no value (EventSource's first connect)."""
+
+    last_event_id: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_EVENT_ID,
+        description="Resume after this event id: the `id:` of the last event received.",
+    )
+
+    @field_validator("last_event_id", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class StreamQuery(Resume):
+    topic: list[str] = Field(
+        default_factory=list, description="More topics, in addition to the path's."
+    )
+
+
+class ResetData(BaseModel):
+    reason: str = Field(description="`retention`: deleted by age; `unknown_id`: never existed.")
+    last_event_id: int
+    resume_from: int
+
+
+class RevokedData(BaseModel):
+    reason: str
+
+
+STREAM_END_EVENTS = (
+    SSEEvent("reset", "The events after `Last-Event-ID` are gone: reload state.", ResetData),
+    SSEEvent("revoked", "The credentials were revoked; the stream ends.", RevokedData),
+)
 
 
 class Published(BaseModel):
@@ -96,11 +139,23 @@ async def stream_stats() -> StreamStats:
         listener=listener.status()
         if (listener := current_app.extensions["royal.stream_listener"])
         else None,
+        process=process_stats(),
     )
 
 
-@bp.get("/streams/<topics>")
-async def stream(topics: str) -> Response:
+@bp.get("/streams/<topic>")
+@document_querystring(StreamQuery)
+@document_headers(Resume)
+@document_errors(403, 503)
+@document_event_stream(
+    SSEEvent(
+        None,
+        "An event of the topic, with the data it was published with: `alert.created`, "
+        "`job.running`, `setting.changed`, ... (docs/realtime.md lists them).",
+    ),
+    *STREAM_END_EVENTS,
+)
+async def stream(topic: str) -> Response:
     """Server-Sent Events for one or more topics (comma-separated, or repeated `?topic=`).
 
     Resume exactly with the `Last-Event-ID` header (or `?last_event_id=` for clients that
@@ -108,7 +163,7 @@ async def stream(topics: str) -> Response:
     Frames: `id:` (the event id), `event:` (its name), `data:` (its JSON). A `reset` event
     says that events before its id are gone (retention). Idle streams carry a `: ping` comment.
     """
-    names = await _topics([topics, *request.args.getlist("topic")], "read")
+    names = await _topics([topic, *request.args.getlist("topic")], "read")
     return sse_response(names, requested_last_event_id())
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
 from quart import Blueprint, Response, current_app
+from quart_schema import document_response
 
 from royal import metrics
 from royal.agents import get_agents
@@ -20,10 +22,37 @@ from royal.auth import current_identity, public
 from royal.blueprints.system import STARTED_AT
 from royal.db import get_db
 from royal.metrics import exposition
+from royal.openapi import document_content, document_errors
 from royal.services import agents, jobs
 from royal.streams.extension import get_broker
 
 bp = Blueprint("metrics", __name__)
+
+
+class StreamFigures(BaseModel):
+    sse_open: int
+    ws_open: int
+    counters: dict[str, int] = Field(description="The realtime layer's counters since start.")
+
+
+class AgentFigures(BaseModel):
+    backend: str
+    model: str
+    breaker: dict[str, Any] | None = Field(description="The upstream circuit breaker, if any.")
+
+
+class MetricsOut(BaseModel):
+    """The old Flask app's metrics, extended (names in docs/metrics.md)."""
+
+    ok: Literal[True]
+    backend: Literal["quart"]
+    worker_pid: int
+    uptime_seconds: float
+    active_sessions: int = Field(description="Agent sessions watched recently, all workers.")
+    requests: dict[str, Any] = Field(description="This worker's requests by status and timing.")
+    streams: StreamFigures
+    jobs: dict[str, int] = Field(description="Unfinished jobs by status, all workers.")
+    agent: AgentFigures
 
 
 def _check_access() -> None:
@@ -41,6 +70,8 @@ async def _shared() -> tuple[dict[str, int], int]:
 
 @bp.get("/metrics")
 @public
+@document_response(MetricsOut)
+@document_errors(401)  # unless METRICS_PUBLIC
 async def metrics_json() -> dict[str, Any]:
     """This worker's metrics as JSON: `{"ok": true, "backend": "quart", "uptime_seconds",
     "active_sessions", ...}` with requests, streams, the job queue and the agent backend."""
@@ -70,6 +101,10 @@ async def metrics_json() -> dict[str, Any]:
 
 @bp.get("/metrics/prometheus")
 @public
+@document_content(
+    "text/plain", {"type": "string"}, description="Prometheus text exposition format 0.0.4."
+)
+@document_errors(401)  # unless METRICS_PUBLIC
 async def metrics_prometheus() -> Response:
     """Prometheus text exposition, every worker added up (names in docs/metrics.md)."""
     _check_access()

@@ -16,9 +16,12 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from quart import Blueprint, Response, current_app, jsonify
-from quart_schema import RequestSchemaValidationError, validate_request
+from quart.blueprints import BlueprintSetupState
+from quart_schema import RequestSchemaValidationError, document_response, hide, validate_request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from royal.agents import get_agents
 from royal.auth import current_identity, login_required
@@ -26,6 +29,7 @@ from royal.blueprints.live import require_streams_ready
 from royal.db import get_db
 from royal.errors import APIError, MalformedJSON, validation_detail
 from royal.json_provider import dumps_bytes
+from royal.openapi import SSEEvent, document_errors, document_event_stream, error_model_blueprint
 from royal.services import agents
 from royal.streams import sse
 from royal.streams.extension import get_broker
@@ -55,6 +59,84 @@ class ChatMessageIn(BaseModel):
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="`invalid_request_error`, `authentication_error`, ...")
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error body, so the SDKs raise their usual exceptions."""
+
+    error: OpenAIErrorDetail
+
+
+error_model_blueprint(bp, OpenAIError)
+
+
+class ModelOut(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelOut]
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+
+
+class ChatCompletion(BaseModel):
+    """The whole reply (`stream` false)."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: UsageOut
+
+
+class ChunkDelta(BaseModel):
+    role: Literal["assistant"] | SkipJsonSchema[None] = None
+    content: str | SkipJsonSchema[None] = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: ChunkDelta
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice] = Field(description="Empty in the final usage chunk.")
+    usage: UsageOut | SkipJsonSchema[None] = Field(
+        None, description="Only in the final chunk, with `stream_options.include_usage`."
+    )
 
 
 class ChatCompletionIn(BaseModel):
@@ -98,7 +180,20 @@ async def _http_error(error: HTTPException) -> Response:
     return _error(error.code or 500, error.description or error.name)
 
 
-@bp.route("/<path:path>", methods=["GET", "POST"])
+class NotOffered(PathConverter):
+    """Any path but those this blueprint serves, so that GET /v1/chat/completions is a 405 and
+    OPTIONS /v1/models lists GET only. Keep it in step with the routes below."""
+
+    regex = r"(?!(?:models|chat/completions)$)[^/].*?"
+
+
+@bp.record_once
+def _add_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters["not_offered"] = NotOffered
+
+
+@bp.route("/<not_offered:path>", methods=["GET", "POST"])
+@hide  # a fallback, not an operation
 @login_required
 async def unknown(path: str) -> Response:
     """Any other OpenAI endpoint (embeddings, images, ...): not offered, in OpenAI's shape."""
@@ -111,6 +206,7 @@ def _model_ids() -> list[str]:
 
 @bp.get("/models")
 @login_required
+@document_response(ModelList)
 async def list_models() -> dict[str, Any]:
     """The models Royal answers with (its agent backend), in OpenAI's list format."""
     return {
@@ -125,6 +221,15 @@ async def list_models() -> dict[str, Any]:
 @bp.post("/chat/completions")
 @login_required
 @validate_request(ChatCompletionIn)
+@document_response(ChatCompletion)
+@document_event_stream(
+    SSEEvent("message", "The next piece of the reply.", ChatCompletionChunk),
+    SSEEvent("message", "The reply failed; the stream ends.", OpenAIError),
+    SSEEvent("message", "The end of the stream.", text="[DONE]"),
+    description="With `stream: true`: `chat.completion.chunk` frames (`data:` lines, no event "
+    "names or ids), then `data: [DONE]`; `: ping` comments keep an idle stream open.",
+)
+@document_errors(404, 500, 502, 503, 504)
 async def chat_completions(data: ChatCompletionIn) -> Response:
     """Answer a conversation as Royal's agent: streamed (`stream: true`) or whole."""
     if data.model not in _model_ids():

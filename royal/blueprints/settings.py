@@ -11,6 +11,7 @@ from quart_schema import validate_request, validate_response
 from royal.auth import login_required, roles_required
 from royal.db import get_db
 from royal.errors import APIError, validation_detail
+from royal.openapi import document_errors
 from royal.services import settings
 from royal.streams.extension import get_broker
 
@@ -64,6 +65,7 @@ async def list_settings() -> SettingList:
 @bp.get("/<key>")
 @login_required
 @validate_response(SettingOut)
+@document_errors(404)
 async def get_setting(key: str) -> SettingOut:
     """One setting."""
     setting = _lookup(key)
@@ -74,6 +76,7 @@ async def get_setting(key: str) -> SettingOut:
 @roles_required("admin")
 @validate_request(SettingIn)
 @validate_response(SettingOut)
+@document_errors(404)
 async def put_setting(key: str, data: SettingIn) -> SettingOut:
     """Change a setting (admins).
 
