@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from quart import Quart, Request, Response, current_app, g, request, websocket
+from quart.utils import run_sync
 from quart.wrappers import Websocket
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from royal import user_commands
+from royal.access_log import USER_ID_KEY
 from royal.db import get_db
 from royal.errors import APIError
 from royal.passwords import HashParameters, Passwords
 from royal.revocation import RevocationWatcher
+from royal.security import is_https
 from royal.services import tokens
 from royal.services.tokens import Identity
 from royal.services.users import ROLES, role_at_least
@@ -35,6 +39,7 @@ R = TypeVar("R")
 COOKIE_NAME = "royal_session"
 SECURE_COOKIE_NAME = "__Host-royal_session"  # browsers accept __Host- cookies only when Secure
 _PUBLIC = "_royal_public"
+_ROLE = "_royal_role"
 # quart-schema's documentation endpoints and static files (the dashboard's too) are public.
 _PUBLIC_ENDPOINTS = {"static", "dashboard.static", "openapi", "swagger_ui", "redoc_ui", "scalar_ui"}
 
@@ -79,6 +84,17 @@ def public(func: Callable[P, R]) -> Callable[P, R]:
     return func
 
 
+def is_public(view: Callable[..., Any]) -> bool:
+    """Whether ``view`` (or a view it wraps) is open to anonymous callers."""
+    return _is_public(view)
+
+
+def required_role(view: Callable[..., Any]) -> str | None:
+    """The lowest role ``roles_required`` admits to ``view``, or None."""
+    role: str | None = getattr(view, _ROLE, None)
+    return role
+
+
 def current_identity() -> Identity:
     """The authenticated caller; raises 401 when there is none."""
     identity: Identity | None = g.get("identity")
@@ -90,13 +106,22 @@ def current_identity() -> Identity:
 current_user = cast(Identity, LocalProxy(lambda: g.get("identity")))
 
 
+def _awaitable(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """``func`` itself, or a plain ``def`` view run in a thread as Quart runs one (a view
+    ported from Flask keeps working under these decorators)."""
+    if inspect.iscoroutinefunction(func):
+        return func
+    return cast(Callable[P, Awaitable[R]], run_sync(func))
+
+
 def login_required(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Require an authenticated user (HTTP, SSE and WebSocket routes alike)."""
+    call = _awaitable(func)
 
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         current_identity()
-        return await func(*args, **kwargs)
+        return await call(*args, **kwargs)
 
     return wrapper
 
@@ -112,13 +137,16 @@ def roles_required(*roles: str) -> Callable[[Callable[P, Awaitable[R]]], Callabl
     minimum = min(roles, key=ROLES.index)
 
     def decorator(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        call = _awaitable(func)
+
         @functools.wraps(func)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             identity = current_identity()
             if not role_at_least(identity.role, minimum):
                 raise APIError(403, "FORBIDDEN", f"Requires the {minimum} role or higher.")
-            return await func(*args, **kwargs)
+            return await call(*args, **kwargs)
 
+        setattr(wrapper, _ROLE, minimum)  # for the OpenAPI document (403)
         return wrapper
 
     return decorator
@@ -147,7 +175,9 @@ async def _authenticate(connection: Request | Websocket, *, allow_ticket: bool) 
     view = current_app.view_functions.get(connection.endpoint or "")
     is_public = view is None or connection.endpoint in _PUBLIC_ENDPOINTS or _is_public(view)
     g.identity = await _identify(connection, allow_ticket=allow_ticket and not is_public)
-    if g.identity is None and not is_public:
+    if g.identity is not None:  # for the access log (royal.access_log)
+        cast(dict[str, Any], connection.scope)[USER_ID_KEY] = g.identity.user_id
+    elif not is_public:
         raise _unauthenticated()
 
 
@@ -177,7 +207,7 @@ async def _identify(connection: Request | Websocket, *, allow_ticket: bool) -> I
 
 def set_session_cookie(response: AnyResponse, token: str, max_age: int) -> None:
     """The dashboard's session: HttpOnly, SameSite=Strict, and Secure when served over TLS."""
-    secure = request.scheme in ("https", "wss")
+    secure = is_https(request)
     response.set_cookie(
         SECURE_COOKIE_NAME if secure else COOKIE_NAME,
         token,

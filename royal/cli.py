@@ -45,6 +45,18 @@ cli = QuartGroup(create_app=_create_app, help="Royal: run and manage the server.
     default=None,
     help="Hypercorn TOML config (default: ./hypercorn.toml when present).",
 )
+@click.option(
+    "--certfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="TLS certificate (PEM, chain included): serve HTTPS, and HTTP/2 to clients that ask.",
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The certificate's private key (PEM); given together with --certfile.",
+)
 @click.option("--no-migrate", is_flag=True, help="Do not apply pending migrations first.")
 @click.option(
     "--app",
@@ -57,16 +69,21 @@ def serve_command(
     binds: tuple[str, ...],
     workers: int | None,
     config_path: Path | None,
+    certfile: str | None,
+    keyfile: str | None,
     no_migrate: bool,
     app_path: str,
 ) -> None:
     """Serve Royal with Hypercorn (migrates first; the first run creates the admin user)."""
     from hypercorn.config import Config as HypercornConfig
 
-    from royal.access_log import AccessLogger
+    from royal.access_log import logger_class
     from royal.server import load_app, serve
 
+    if (certfile is None) != (keyfile is None):
+        raise click.UsageError("--certfile and --keyfile go together.")
     app = load_app(app_path)
+    access_logger = logger_class(app.config.get("ACCESS_LOG_FORMAT", "text"))
     database = app.extensions["royal.db"]
     click.echo(f"Royal {app.config['ENV']} on {database.url.obscure_password}", err=True)
     run_with_database(
@@ -80,8 +97,10 @@ def serve_command(
         config.bind = list(binds)
     if workers is not None:
         config.workers = workers
+    if certfile is not None:
+        config.certfile, config.keyfile = certfile, keyfile
     config.application_path = app_path  # each worker builds its app from it
-    config.logger_class = AccessLogger
+    config.logger_class = access_logger
     sys.exit(serve(config))
 
 

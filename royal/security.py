@@ -109,7 +109,7 @@ def init_app(app: Quart) -> None:
         wanted = always
         if request.blueprint == "auth":
             wanted = [*wanted, no_store]
-        if settings.hsts_seconds > 0 and request.scheme == "https":
+        if settings.hsts_seconds > 0 and is_https(request):
             wanted = [*wanted, hsts]
         _add_missing(response, wanted)
         return response
@@ -157,6 +157,23 @@ def client_ip(connection: BaseRequestWebsocket) -> str:
     return str(address)
 
 
+def is_https(connection: BaseRequestWebsocket) -> bool:
+    """Whether the client reached Royal over TLS: directly, or through a trusted proxy that
+    terminated TLS and says so in X-Forwarded-Proto (its last value: the nearest proxy's).
+    HSTS, the Secure cookie and the WebSocket origin check follow what the browser sees."""
+    if connection.scheme in ("https", "wss"):
+        return True
+    forwarded = connection.headers.getlist("X-Forwarded-Proto")
+    if not forwarded:
+        return False
+    address = _parse_ip(connection.remote_addr or "")
+    settings: Settings | None = current_app.extensions.get(EXTENSION)
+    trusted = settings.trusted_proxies if settings is not None else ()
+    if address is None or not _is_trusted(address, trusted):
+        return False
+    return forwarded[-1].split(",")[-1].strip().lower() in ("https", "wss")
+
+
 def check_websocket_origin(app: Quart, websocket: Websocket) -> None:
     """Refuse a browser handshake from a page that is neither allowed nor Royal's own origin.
 
@@ -167,7 +184,7 @@ def check_websocket_origin(app: Quart, websocket: Websocket) -> None:
         return
     origin = origin.lower()
     settings: Settings = app.extensions[EXTENSION]
-    scheme = "https" if websocket.scheme in ("wss", "https") else "http"
+    scheme = "https" if is_https(websocket) else "http"
     own = f"{scheme}://{websocket.host}".lower()
     if origin != own and origin not in settings.ws_origins and "*" not in settings.ws_origins:
         raise APIError(403, "ORIGIN_NOT_ALLOWED", f"WebSocket origin {origin} is not allowed")

@@ -12,9 +12,10 @@ from argon2 import PasswordHasher
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
+from royal.auth import current_user, login_required, roles_required
 from royal.db import Database
 from royal.passwords import OWASP_MIN_MEMORY_KIB, OWASP_MIN_TIME_COST
-from royal.services import accounts, users
+from royal.services import accounts, tokens, users
 from tests.conftest import PASSWORD, bearer
 
 
@@ -257,3 +258,33 @@ async def test_spoofed_forwarded_for_does_not_reset_the_client_limit(
         )
         codes.append(response.status_code)
     assert codes == [401] * 5 + [429]
+
+
+async def test_the_decorators_take_a_plain_def_view_ported_from_flask(
+    make_app: Callable[..., Quart], password_hash: str
+) -> None:
+    app = make_app()
+
+    @app.get("/ported")
+    @roles_required("operator")
+    def ported() -> dict[str, str]:  # no async: Quart runs it in a thread, as it would bare
+        return {"user": current_user.username}
+
+    @app.get("/ported-login")
+    @login_required
+    def ported_login() -> dict[str, int]:
+        return {"id": current_user.user_id}
+
+    async with app.test_app():
+        db = app.extensions["royal.db"]
+        operator = await users.insert_user(db, "op", password_hash, "operator")
+        viewer = await users.insert_user(db, "vi", password_hash, "viewer")
+        op_token = (await tokens.issue_token(db, operator.id, "access", 60)).token
+        vi_token = (await tokens.issue_token(db, viewer.id, "access", 60)).token
+        client = app.test_client()
+        allowed = await client.get("/ported", headers=bearer(op_token))
+        assert (allowed.status_code, await allowed.get_json()) == (200, {"user": "op"})
+        assert (await client.get("/ported", headers=bearer(vi_token))).status_code == 403
+        assert (await client.get("/ported")).status_code == 401
+        logged_in = await client.get("/ported-login", headers=bearer(vi_token))
+        assert await logged_in.get_json() == {"id": viewer.id}

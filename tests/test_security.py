@@ -135,6 +135,24 @@ async def test_hsts_only_over_https(make_client: MakeClient) -> None:
     assert "Strict-Transport-Security" not in (await client.get("/probe/json")).headers
 
 
+@pytest.mark.parametrize(
+    ("trusted", "proto", "hsts"),
+    [(["127.0.0.1"], "https", True), ([], "https", False), (["127.0.0.1"], "http", False)],
+)
+async def test_hsts_behind_a_proxy_that_terminates_tls(
+    make_client: MakeClient, trusted: list[str], proto: str, hsts: bool
+) -> None:
+    """X-Forwarded-Proto counts only from a trusted proxy (the test client's peer is
+    127.0.0.1)."""
+    client = await make_client(HSTS_SECONDS=600, TRUSTED_PROXIES=trusted)
+    response = await client.get(
+        "/probe/json",
+        headers={"X-Forwarded-Proto": proto},
+        scope_base={"client": ("127.0.0.1", 1)},
+    )
+    assert ("Strict-Transport-Security" in response.headers) is hsts
+
+
 async def test_auth_blueprint_responses_are_not_cached() -> None:
     app = Quart(__name__)
     security.init_app(app)
@@ -291,8 +309,9 @@ async def test_client_ip_for_websockets(make_client: MakeClient) -> None:
 
 @pytest.fixture(name="ws_url")
 async def _ws_url(make_app: Callable[..., Quart]) -> AsyncIterator[str]:
-    """A real Hypercorn on 127.0.0.1 serving the secured app; yields its ws:// base URL."""
-    app = secured(make_app(CORS_ORIGINS=[GOOD]))
+    """A real Hypercorn on 127.0.0.1 serving the secured app; yields its ws:// base URL.
+    127.0.0.1 is a trusted proxy, as nginx on the same host would be."""
+    app = secured(make_app(CORS_ORIGINS=[GOOD], TRUSTED_PROXIES=["127.0.0.1"]))
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -333,5 +352,28 @@ async def test_websocket_from_allowed_origin_is_accepted(ws_url: str, origin: st
         origin = ws_url.replace("ws://", "http://")
     sent_origin = Origin(origin) if origin is not None else None
     async with connect(f"{ws_url}/probe/ws", origin=sent_origin, proxy=None) as ws:
+        await ws.send("hello")
+        assert await asyncio.wait_for(ws.recv(), timeout=5) == "hello"
+
+
+@pytest.mark.parametrize(("proto", "accepted"), [("https", True), ("http", False)])
+async def test_own_https_origin_behind_a_tls_proxy_is_accepted(
+    ws_url: str, proto: str, accepted: bool
+) -> None:
+    """nginx terminates TLS: the page is https://host, the handshake reaches Royal as ws://."""
+    own = ws_url.replace("ws://", "https://")
+    handshake = connect(
+        f"{ws_url}/probe/ws",
+        origin=Origin(own),
+        additional_headers={"X-Forwarded-Proto": proto},
+        proxy=None,
+    )
+    if not accepted:
+        with pytest.raises(InvalidStatus) as refused:
+            async with handshake:
+                pass
+        assert refused.value.response.status_code == 403
+        return
+    async with handshake as ws:
         await ws.send("hello")
         assert await asyncio.wait_for(ws.recv(), timeout=5) == "hello"
