@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
 
 from quart import Quart
 
+from royal.background import run_while_serving
 from royal.db import Database
 from royal.db.availability import warn_retrying
 from royal.services import alerts
@@ -27,15 +27,13 @@ def init_app(app: Quart) -> None:
     interval = float(app.config.get("ALERT_EXPIRY_CHECK_SECONDS", 2.0))
     app.extensions[EXTENSION] = interval
 
-    @app.while_serving
-    async def _announce_expired() -> AsyncGenerator[None, None]:
-        task = asyncio.create_task(
-            announce_forever(app.extensions["royal.db"], app.extensions["royal.broker"], interval),
-            name="royal-alerts-expiry",
-        )
-        yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    run_while_serving(
+        app,
+        "royal-alerts-expiry",
+        lambda: announce_forever(
+            app.extensions["royal.db"], app.extensions["royal.broker"], interval
+        ),
+    )
 
 
 async def announce_forever(db: Database, broker: Broker, interval: float) -> None:

@@ -9,10 +9,9 @@ view is marked ``@public``; ``login_required`` and ``roles_required`` read as in
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from quart import Quart, Request, Response, current_app, g, request, websocket
@@ -23,6 +22,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from royal import user_commands
 from royal.access_log import USER_ID_KEY
+from royal.background import run_while_serving
 from royal.db import get_db
 from royal.errors import APIError
 from royal.passwords import HashParameters, Passwords
@@ -56,12 +56,7 @@ def init_app(app: Quart) -> None:
     watcher = RevocationWatcher(app.extensions["royal.db"], app.config["AUTH_RECHECK_SECONDS"])
     app.extensions["royal.revocations"] = watcher
 
-    @app.while_serving
-    async def _watch_revocations() -> AsyncGenerator[None, None]:
-        task = asyncio.create_task(watcher.run(), name="royal-revocation-watcher")
-        yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    run_while_serving(app, "royal-revocation-watcher", watcher.run)
 
     app.before_request(_authenticate_request)
     app.before_websocket(_authenticate_websocket)

@@ -33,6 +33,7 @@ class Dispatcher:
         self._page = page
         self._wakeup = asyncio.Event()
         self.cursor = 0
+        self._started = False
 
     def wake(self, hint: int | None = None) -> None:
         """Something may be new in the log (``hint``: the new id, when known)."""
@@ -57,7 +58,11 @@ class Dispatcher:
                 return
 
     async def run(self) -> None:
-        await self._start()
+        """Follow the log until cancelled. Run again after a failure, it goes on from its
+        cursor (royal/background.py restarts it): starting over at the end would skip events."""
+        if not self._started:
+            await self._start()
+            self._started = True
         while True:
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation.

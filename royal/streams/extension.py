@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from quart import Quart, current_app
 
 from royal import readiness
+from royal.background import supervise
 from royal.streams.broker import Broker
 from royal.streams.dispatcher import Dispatcher
 from royal.streams.listener import PostgresListener
@@ -58,10 +59,10 @@ def init_app(app: Quart) -> None:
 
     @app.while_serving
     async def _serve_streams() -> AsyncGenerator[None, None]:
-        jobs: list[Coroutine[Any, Any, None]] = [dispatcher.run()]
+        loops = {"royal-stream-dispatcher": dispatcher.run}
         if listener is not None:
-            jobs.append(listener.run())
-        tasks = [asyncio.create_task(job, name="royal-streams") for job in jobs]
+            loops["royal-stream-listener"] = listener.run
+        tasks = [asyncio.create_task(supervise(*loop), name=loop[0]) for loop in loops.items()]
         yield
         broker.close("shutdown")
         for task in tasks:
