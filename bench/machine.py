@@ -22,6 +22,9 @@ from typing import Any
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The cores this process may use, before any benchmark pinned its thread to one of them: a
+# section run after another (python -m bench runs http, then streams) must see them all.
+ALLOWED_CORES = sorted(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,9 @@ class Cores:
 
     @classmethod
     def choose(cls) -> Cores:
-        available = sorted(os.sched_getaffinity(0))
-        if len(available) < 2:
+        if len(ALLOWED_CORES) < 2:
             return cls(None, None)
-        return cls(available[0], available[1])
+        return cls(ALLOWED_CORES[0], ALLOWED_CORES[1])
 
 
 def pin_thread(core: int | None) -> None:

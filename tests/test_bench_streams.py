@@ -190,3 +190,18 @@ def test_smoke_run_end_to_end(tmp_path: Path) -> None:
             assert figures["cpu_us_per_delivery"] > 0, (key, name)
         assert medians["W7"][name]["sse_bytes_per_connection"] > 0, name
         assert medians["W7"][name]["ws_bytes_per_connection"] > 0, name
+
+
+def test_cores_are_chosen_from_the_whole_process_even_after_a_section_pinned_this_thread() -> None:
+    from bench import machine
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: nothing is pinned")
+    before = os.sched_getaffinity(0)
+    chosen = machine.Cores.choose()
+    try:
+        machine.pin_thread(chosen.client)  # what the http section leaves behind
+        assert machine.Cores.choose() == chosen
+    finally:
+        os.sched_setaffinity(0, before)
+    assert chosen.server is not None and chosen.server != chosen.client
