@@ -13,15 +13,33 @@ from quart import Quart, current_app
 
 from royal import readiness
 from royal.db.migrations import SQL_DIR, migrate
+from royal.db.statements import BoundSQL
 
 __all__ = ["Database", "Record", "SQL_DIR", "connect_database", "get_db", "init_app", "migrate"]
 
 Record = databases.interfaces.Record
 
 
+class Connection(databases.core.Connection):
+    @staticmethod
+    def _build_query(query: Any, values: dict[str, Any] | None = None) -> Any:
+        """Raw SQL goes to the backend as text and values, bound without SQLAlchemy."""
+        if isinstance(query, str):
+            return BoundSQL(query, values or {})
+        return databases.core.Connection._build_query(query, values)
+
+
 class Database(databases.Database):
     """`databases.Database` with Royal's long-lived SQLite backend, and both backends
     compiling each raw statement once (statements.py)."""
+
+    def connection(self) -> databases.core.Connection:
+        """`databases`' own, making Royal's Connection: one per task, as there."""
+        if self._global_connection is not None:
+            return self._global_connection
+        if not self._connection:
+            self._connection = Connection(self, self._backend)
+        return self._connection
 
     SUPPORTED_BACKENDS = {
         **databases.Database.SUPPORTED_BACKENDS,

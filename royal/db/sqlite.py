@@ -31,7 +31,7 @@ from databases.backends import sqlite as base
 from databases.core import DatabaseURL
 from sqlalchemy.sql import ClauseElement, CompoundSelect, Select, TextClause
 
-from royal.db.statements import Statements
+from royal.db.statements import BoundSQL, Statements
 
 T = TypeVar("T")
 
@@ -45,7 +45,9 @@ def is_read_only(sql: str) -> bool:
     return bool(_READ_ONLY.match(_strip_leading_comments(sql)))
 
 
-def _reads_only(query: ClauseElement) -> bool:
+def _reads_only(query: ClauseElement | BoundSQL) -> bool:
+    if isinstance(query, BoundSQL):
+        return is_read_only(query.sql)
     if isinstance(query, TextClause):
         return is_read_only(query.text)
     return isinstance(query, Select | CompoundSelect)
