@@ -71,7 +71,7 @@ class LiveWriter:
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.subscription.broker.defer(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False

@@ -113,4 +113,4 @@ class SSEStream:
                 self._finished = True
                 subscription.close("finished")
         self.broker.counters.delivered += len(batch)
-        return b"".join(event.sse for event in batch)
+        return batch[0].sse if len(batch) == 1 else b"".join([event.sse for event in batch])

@@ -1,0 +1,58 @@
+"""The chunked-body shortcut frames chunks exactly as h11 does, and only where h11 would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+from hypercorn.protocol.events import Body, EndBody
+from hypercorn.protocol.h11 import H11Protocol
+
+from royal.hypercorn_fixes import _send_body_chunks_directly
+
+
+class Protocol:
+    """What the shortcut uses of Hypercorn's H11Protocol: its h11 connection and its send."""
+
+    _send_h11_event = H11Protocol._send_h11_event
+    stream_send = _send_body_chunks_directly
+
+    def __init__(self, connection: h11.Connection) -> None:
+        self.connection = connection
+        self.written: list[bytes] = []
+
+    async def send(self, event: Any) -> None:
+        self.written.append(event.data)
+
+
+def responding(headers: list[tuple[str, str]]) -> h11.Connection:
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(b"GET /streams/alerts HTTP/1.1\r\nHost: royal\r\n\r\n")
+    assert isinstance(connection.next_event(), h11.Request)
+    connection.send(h11.Response(status_code=200, headers=headers))
+    return connection
+
+
+CHUNKS = [b"data: 1\n\n", b"", b"x" * 70_000, "é ✓".encode()]
+
+
+async def test_chunks_are_framed_byte_for_byte_as_h11_frames_them() -> None:
+    ours = Protocol(responding([("content-type", "text/event-stream")]))
+    h11_alone = responding([("content-type", "text/event-stream")])
+    expected = b""
+    for chunk in CHUNKS:
+        await ours.stream_send(Body(stream_id=1, data=chunk))
+        expected += h11_alone.send(h11.Data(data=chunk)) or b""
+    assert b"".join(ours.written) == expected
+
+    await ours.stream_send(EndBody(stream_id=1))  # through h11: its state is still right
+    assert ours.written[-1] == h11_alone.send(h11.EndOfMessage()) == b"0\r\n\r\n"
+    assert ours.connection.our_state is h11_alone.our_state is h11.DONE
+
+
+async def test_a_body_with_a_content_length_still_goes_through_h11() -> None:
+    ours = Protocol(responding([("content-length", "5")]))
+    await ours.stream_send(Body(stream_id=1, data=b"hello"))
+    assert ours.written == [b"hello"]  # no chunk framing
+    await ours.stream_send(EndBody(stream_id=1))
+    assert ours.connection.our_state is h11.DONE
