@@ -1,14 +1,20 @@
-"""The chunked-body shortcut frames chunks exactly as h11 does, and only where h11 would."""
+"""The shortcuts frame HTTP chunks and WebSocket text exactly as h11 and wsproto do, and only
+where those would frame them plainly."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import h11
+import pytest
 from hypercorn.protocol.events import Body, EndBody
 from hypercorn.protocol.h11 import H11Protocol
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WSConnection
+from wsproto.events import CloseConnection, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
-from royal.hypercorn_fixes import _send_body_chunks_directly
+from royal.hypercorn_fixes import _plain_text_frame, _send_body_chunks_directly
 
 
 class Protocol:
@@ -56,3 +62,24 @@ async def test_a_body_with_a_content_length_still_goes_through_h11() -> None:
     assert ours.written == [b"hello"]  # no chunk framing
     await ours.stream_send(EndBody(stream_id=1))
     assert ours.connection.our_state is h11.DONE
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 200_000])
+def test_text_frames_are_framed_byte_for_byte_as_wsproto_frames_them(size: int) -> None:
+    text = ("é" * size)[: max(0, size - size // 3)] + "x" * (size // 3)
+    connection = WSConnection(ConnectionType.SERVER)
+    assert _plain_text_frame(connection, text) == connection.send(TextMessage(data=text))
+
+
+def test_wsproto_still_frames_what_is_not_plain() -> None:
+    negotiated = PerMessageDeflate()
+    negotiated.accept("permessage-deflate")  # as when a client offers it
+    deflating = WSConnection(ConnectionType.SERVER, extensions=[negotiated])
+    assert deflating.send(TextMessage(data="hello")) != b"\x81\x05hello"  # compressed
+    assert _plain_text_frame(deflating, "hello") is None
+    fragmenting = WSConnection(ConnectionType.SERVER)
+    fragmenting.send(TextMessage(data="part", message_finished=False))
+    assert _plain_text_frame(fragmenting, "rest") is None  # a continuation frame is due
+    closing = WSConnection(ConnectionType.SERVER)
+    closing.send(CloseConnection(code=1000))
+    assert _plain_text_frame(closing, "late") is None

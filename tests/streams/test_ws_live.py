@@ -559,3 +559,27 @@ async def test_the_wsclient_helper_closes_promptly_with_unread_events(
         assert client.connection.close_code == 1000
     finally:
         client.connection.transport.abort()
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+async def test_events_of_every_frame_size_arrive_whole_with_and_without_compression(
+    live_royal: LiveRoyalFactory, compression: str | None
+) -> None:
+    """Uncompressed text frames are built by Royal (royal/hypercorn_fixes.py), compressed ones
+    by wsproto: a strict client reads both, at every length encoding."""
+    live = await live_royal()
+    sizes = [1, 100, 126, 70_000]  # data lengths around the 125 and 65,535-byte frame limits
+    async with connect(
+        live.ws_url,
+        additional_headers=live.headers("viewer"),
+        compression=compression,
+        max_size=None,
+    ) as client:
+        await client.send(json.dumps({"type": "subscribe", "topics": ["alerts"]}))
+        assert json.loads(await asyncio.wait_for(client.recv(), 5))["type"] == "subscribed"
+        for size in sizes:
+            await live.publish("alerts", {"text": "é" * (size // 2) + "x" * (size % 2)})
+        for size in sizes:
+            message = json.loads(await asyncio.wait_for(client.recv(), 5))
+            assert message["type"] == "event", message
+            assert len(message["data"]["text"]) == size // 2 + size % 2
