@@ -49,11 +49,17 @@ class Topics:
     @contextmanager
     def reading(self, topics: Iterable[str]) -> Iterator[None]:
         """Enter the holds of ``topics`` for the life of a stream that reads them."""
+        holds = [
+            (hold, topic)
+            for topic in topics
+            if ":" in topic and (hold := self._holds.get(topic.partition(":")[0])) is not None
+        ]
+        if not holds:  # most streams: no ExitStack kept for the life of the stream
+            yield
+            return
         with ExitStack() as stack:
-            for topic in topics:
-                hold = self._holds.get(topic.partition(":")[0]) if ":" in topic else None
-                if hold is not None:
-                    stack.enter_context(hold(topic))
+            for hold, topic in holds:
+                stack.enter_context(hold(topic))
             yield
 
     def parse(self, raw: Iterable[str]) -> list[str]:
