@@ -42,7 +42,7 @@ from quart.asgi import (
 from quart.helpers import _split_blueprint_path
 from quart.routing import QuartMap
 from quart.sessions import SessionInterface, SessionMixin
-from quart.utils import cancel_tasks, encode_headers
+from quart.utils import encode_headers
 from quart.wrappers.response import DataBody
 from werkzeug.datastructures import Headers, ImmutableDict
 from werkzeug.exceptions import NotFound
@@ -52,6 +52,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from royal.errors import JSONRequest
 from royal.pagination import MAX_ID
 from royal.stream_body import StreamBody
+from royal.watching import run_while_watching
 from royal.websocket import RoyalWebsocket, RoyalWebsocketConnection
 
 _MISSING = object()
@@ -133,7 +134,9 @@ class RoyalHTTPConnection(ASGIHTTPConnection):
         if receive is None or _in_memory(response):
             await self._send_within(send, response, timeout)
             return
-        await _unless_disconnected(self._send_within(send, response, timeout), receive)
+        await run_while_watching(
+            self._send_within(send, response, timeout), _until_disconnected(receive)
+        )
 
     async def _send_response(self, send: ASGISendCallable, response: Any) -> None:
         body = getattr(response, "response", None)
@@ -217,38 +220,6 @@ def _replaying(first: ASGIReceiveEvent, receive: ASGIReceiveCallable) -> ASGIRec
         return pending.pop() if pending else await receive()
 
     return replay
-
-
-async def _unless_disconnected(sending: Awaitable[None], receive: ASGIReceiveCallable) -> None:
-    """Await ``sending`` in this task, and stop it if the client leaves meanwhile.
-
-    Only the watching gets a task of its own, which cancels this one when the client has gone:
-    an open stream holds one task here instead of two (memory per idle SSE stream, W7).
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    watching, left = True, False
-
-    def on_watcher_done(watcher: asyncio.Future[None]) -> None:
-        nonlocal left
-        if watching and not watcher.cancelled():
-            left = True
-            task.cancel()
-
-    watcher = asyncio.ensure_future(_until_disconnected(receive))
-    watcher.add_done_callback(on_watcher_done)
-    try:
-        await sending
-    except asyncio.CancelledError:
-        if not left or task.uncancel() > 0:
-            raise  # cancelled from outside (a server shutting down): not ours to swallow
-    finally:
-        # Also when this request is cancelled: the watcher may not outlive it.
-        watching = False
-        if not watcher.done():
-            await cancel_tasks({watcher})
-    if not watcher.cancelled() and watcher.exception() is not None:
-        raise cast(BaseException, watcher.exception())
 
 
 async def _until_disconnected(receive: ASGIReceiveCallable) -> None:

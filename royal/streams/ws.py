@@ -90,7 +90,8 @@ class Session:
         self._last_check = time.monotonic()
         self._pumps: dict[frozenset[str], asyncio.Task[None]] = {}
         self._send_lock = asyncio.Lock()
-        self._ended = asyncio.Event()
+        # Futures, not Events and tasks: every open socket holds these (memory per idle socket).
+        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._close: tuple[int, str] | None = None
 
     async def send(self, message: bytes | dict[str, Any]) -> None:
@@ -115,23 +116,23 @@ class Session:
     def end(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)
-        self._ended.set()
+        if not self._ended.done():
+            self._ended.set_result(None)
 
     async def serve(self, watch: Watch) -> None:
         """Run until the client leaves, the token dies or the server shuts down."""
         self.broker.counters.ws_open += 1
         receiver = asyncio.create_task(self._receive_loop())
-        ended = asyncio.create_task(self._ended.wait())
         heartbeat = asyncio.create_task(self._heartbeat())
         try:
             with (
                 watch(lambda: self.end(CLOSE_POLICY, "token revoked")),
                 self.broker.on_close(lambda: self.end(CLOSE_GOING_AWAY, "server shutting down")),
             ):
-                await asyncio.wait({receiver, ended}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({receiver, self._ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.broker.counters.ws_open -= 1
-            tasks = (receiver, ended, heartbeat, *self._pumps.values())
+            tasks = (receiver, heartbeat, *self._pumps.values())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -228,13 +229,15 @@ class Session:
         if len(held) + len(topics) > self.max_subscriptions:
             await self.error("too_many_subscriptions", f"At most {self.max_subscriptions} topics.")
             return
-        registered, acknowledged = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        registered: asyncio.Future[None] = loop.create_future()
+        acknowledged: asyncio.Future[None] = loop.create_future()
         self._pumps[frozenset(topics)] = asyncio.create_task(
             self._pump(topics, message.last_event_id, registered, acknowledged)
         )
-        await registered.wait()  # live events from now on are ours
+        await registered  # live events from now on are ours
         await self.send({"type": "subscribed", "topics": topics})
-        acknowledged.set()  # the acknowledgement goes out before the first event
+        acknowledged.set_result(None)  # the acknowledgement goes out before the first event
 
     async def _unsubscribe(self, message: Unsubscribe) -> None:
         removed: list[str] = []
@@ -250,13 +253,13 @@ class Session:
         self,
         topics: list[str],
         last_event_id: int | None,
-        registered: asyncio.Event,
-        acknowledged: asyncio.Event,
+        registered: asyncio.Future[None],
+        acknowledged: asyncio.Future[None],
     ) -> None:
         async with self.broker.subscribe(topics, last_event_id) as subscription:
-            registered.set()
+            registered.set_result(None)
             with self.broker.topics.reading(topics):
-                await acknowledged.wait()
+                await acknowledged
                 await self._forward(subscription)
 
     async def _forward(self, subscription: Subscription) -> None:
