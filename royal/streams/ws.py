@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from royal.services.tokens import Identity
+from royal.streams import eager
 from royal.streams.broker import Broker, Subscription
 from royal.streams.event import Event
 from royal.streams.live_writer import LiveWriter
@@ -123,16 +124,24 @@ class Session:
         """Run until the client leaves, the token dies or the server shuts down."""
         self.broker.counters.ws_open += 1
         receiver = asyncio.create_task(self._receive_loop())
-        heartbeat = asyncio.create_task(self._heartbeat())
+        heartbeat: asyncio.Future[None] | None = None
         try:
             with (
                 watch(lambda: self.end(CLOSE_POLICY, "token revoked")),
                 self.broker.on_close(lambda: self.end(CLOSE_GOING_AWAY, "server shutting down")),
             ):
-                await asyncio.wait({receiver, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+                while True:  # a heartbeat each time a whole interval passes quietly
+                    ended, _ = await asyncio.wait(
+                        {receiver, self._ended},
+                        timeout=self.heartbeat_seconds,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if ended:
+                        break
+                    heartbeat = self._beat(heartbeat)
         finally:
             self.broker.counters.ws_open -= 1
-            tasks = (receiver, heartbeat, *self._pumps.values())
+            tasks = (receiver, *self._pumps.values(), *([heartbeat] if heartbeat else []))
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -155,11 +164,19 @@ class Session:
         except Exception:  # the timeout, or the socket ending: either way we are done
             return
 
-    async def _heartbeat(self) -> None:
-        """Keep proxies from timing the socket out, and find dead peers by writing to them."""
-        while True:
-            await asyncio.sleep(self.heartbeat_seconds)
-            await self.send(_HEARTBEAT)
+    def _beat(self, previous: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
+        """Send a heartbeat (it keeps proxies from timing the socket out and finds dead peers
+        by writing to them): in serve's own task when the socket has room, not from a task
+        per socket sleeping between beats. Returns the send still under way, if any."""
+        if previous is not None:
+            if not previous.done():
+                return previous  # the last one is still waiting for room: no pile-up
+            if not previous.cancelled():
+                previous.exception()  # retrieved: a failed write means the socket is going
+        try:
+            return eager.start(self.send(_HEARTBEAT))
+        except Exception:  # the socket is gone; the receiver is about to notice
+            return None
 
     async def _receive_loop(self) -> None:
         while True:

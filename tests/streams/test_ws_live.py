@@ -583,3 +583,22 @@ async def test_events_of_every_frame_size_arrive_whole_with_and_without_compress
             message = json.loads(await asyncio.wait_for(client.recv(), 5))
             assert message["type"] == "event", message
             assert len(message["data"]["text"]) == size // 2 + size % 2
+
+
+async def test_an_idle_socket_gets_a_heartbeat_each_interval_and_events_meanwhile(
+    live_royal: LiveRoyalFactory,
+) -> None:
+    live = await live_royal(env={"ROYAL_STREAM_HEARTBEAT_SECONDS": "0.3"})
+    async with WSClient(live.ws_url, token=live.tokens["viewer"]) as client:
+        assert await client.subscribe(["alerts"]) == {"type": "subscribed", "topics": ["alerts"]}
+        started = time.monotonic()
+        beats = 0
+        while beats < 4:
+            assert (await client.receive(5))["type"] == "heartbeat"
+            beats += 1
+        elapsed = time.monotonic() - started
+        assert 0.9 <= elapsed < 3.0, elapsed  # about one per 0.3 s, neither bunched nor lost
+        event_id = await live.publish("alerts", {"n": 1})
+        while (message := await client.receive(5))["type"] == "heartbeat":
+            pass
+        assert (message["type"], message["id"]) == ("event", event_id)
