@@ -121,35 +121,38 @@ class Session:
             self._ended.set_result(None)
 
     async def serve(self, watch: Watch) -> None:
-        """Run until the client leaves, the token dies or the server shuts down."""
+        """Run until the client leaves, the token dies or the server shuts down.
+
+        While idle it waits on one future, with a timer for the heartbeat: no asyncio.wait
+        per interval (its sets, callbacks and frames are held by every idle socket, W7)."""
         self.broker.counters.ws_open += 1
+        loop = asyncio.get_running_loop()
         receiver = asyncio.create_task(self._receive_loop())
-        heartbeat: asyncio.Future[None] | None = None
+        receiver.add_done_callback(lambda _: self._finish())
+        beats = _Heartbeat(self, loop)
         try:
             with (
                 watch(lambda: self.end(CLOSE_POLICY, "token revoked")),
                 self.broker.on_close(lambda: self.end(CLOSE_GOING_AWAY, "server shutting down")),
             ):
-                while True:  # a heartbeat each time a whole interval passes quietly
-                    ended, _ = await asyncio.wait(
-                        {receiver, self._ended},
-                        timeout=self.heartbeat_seconds,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    if ended:
-                        break
-                    heartbeat = self._beat(heartbeat)
+                await self._ended
         finally:
             self.broker.counters.ws_open -= 1
-            tasks = (receiver, *self._pumps.values(), *([heartbeat] if heartbeat else []))
+            beats.stop()
+            tasks = (receiver, *self._pumps.values(), *beats.pending())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._close is not None:
             await self.channel.close(*self._close)
             await self._drain_after_close()
-        elif receiver.done() and not receiver.cancelled() and receiver.exception():
+        elif not receiver.cancelled() and receiver.exception():
             raise receiver.exception()  # type: ignore[misc]
+
+    def _finish(self) -> None:
+        """The receiver ended (the client left, or it called ``end``): serve returns."""
+        if not self._ended.done():
+            self._ended.set_result(None)
 
     async def _drain_after_close(self) -> None:
         """Read (and drop) what the client still sends until its close frame ends the socket.
@@ -163,20 +166,6 @@ class Session:
                     await self.channel.receive()
         except Exception:  # the timeout, or the socket ending: either way we are done
             return
-
-    def _beat(self, previous: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
-        """Send a heartbeat (it keeps proxies from timing the socket out and finds dead peers
-        by writing to them): in serve's own task when the socket has room, not from a task
-        per socket sleeping between beats. Returns the send still under way, if any."""
-        if previous is not None:
-            if not previous.done():
-                return previous  # the last one is still waiting for room: no pile-up
-            if not previous.cancelled():
-                previous.exception()  # retrieved: a failed write means the socket is going
-        try:
-            return eager.start(self.send(_HEARTBEAT))
-        except Exception:  # the socket is gone; the receiver is about to notice
-            return None
 
     async def _receive_loop(self) -> None:
         while True:
@@ -292,3 +281,37 @@ class Session:
             live.stop()
         if subscription.closed == "shutdown":
             self.end(CLOSE_GOING_AWAY, "server shutting down")
+
+
+class _Heartbeat:
+    """A heartbeat every interval (it keeps proxies from timing the socket out and finds dead
+    peers by writing to them), sent from a timer when the socket has room, not from a task per
+    socket sleeping between beats."""
+
+    __slots__ = ("_session", "_loop", "_timer", "_sending")
+
+    def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
+        self._session = session
+        self._loop = loop
+        self._sending: asyncio.Future[None] | None = None
+        self._timer = loop.call_later(session.heartbeat_seconds, self._beat)
+
+    def _beat(self) -> None:
+        self._timer = self._loop.call_later(self._session.heartbeat_seconds, self._beat)
+        previous = self._sending
+        if previous is not None:
+            if not previous.done():
+                return  # the last one is still waiting for room: no pile-up
+            if not previous.cancelled():
+                previous.exception()  # retrieved: a failed write means the socket is going
+        try:
+            self._sending = eager.start(self._session.send(_HEARTBEAT))
+        except Exception:  # the socket is gone; the receiver is about to notice
+            self._sending = None
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+    def pending(self) -> list[asyncio.Future[None]]:
+        """The beat still being sent, if any: the session cancels it with its other work."""
+        return [self._sending] if self._sending is not None and not self._sending.done() else []
