@@ -42,7 +42,6 @@ from quart.asgi import (
 from quart.helpers import _split_blueprint_path
 from quart.routing import QuartMap
 from quart.sessions import SessionInterface, SessionMixin
-from quart.utils import encode_headers
 from quart.wrappers.response import DataBody
 from werkzeug.datastructures import Headers, ImmutableDict
 from werkzeug.exceptions import NotFound
@@ -51,6 +50,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from royal.errors import JSONRequest
 from royal.pagination import MAX_ID
+from royal.request_body import LightBody
 from royal.stream_body import StreamBody
 from royal.watching import run_while_watching
 from royal.websocket import RoyalWebsocket, RoyalWebsocketConnection
@@ -86,10 +86,20 @@ class RequestHeaders(Headers):
 
 
 class RoyalRequest(JSONRequest):
+    body_class = LightBody
+
     @property
     def blueprints(self) -> list[str]:
         """Quart's answer, from a cache (it depends on the endpoint only)."""
         return list(_blueprint_path(self.blueprint))
+
+
+@lru_cache(maxsize=1024)
+def _encoded_header(name: str, value: str) -> tuple[bytes, bytes]:
+    """quart.utils.encode_headers for one header, shared: a long-lived stream's response
+    headers (Hypercorn keeps them for its access log) are mostly the same security headers,
+    and ~25 small bytes objects per open stream otherwise (W7)."""
+    return name.lower().encode(), value.encode()
 
 
 @lru_cache(maxsize=256)
@@ -143,7 +153,7 @@ class RoyalHTTPConnection(ASGIHTTPConnection):
         if not isinstance(body, StreamBody):
             await super()._send_response(send, response)
             return
-        headers = encode_headers(response.headers)
+        headers = [_encoded_header(name, value) for name, value in response.headers.items()]
         start = {"type": "http.response.start", "status": response.status_code, "headers": headers}
         await send(cast(HTTPResponseStartEvent, start))
         await body.send_through(send)

@@ -9,14 +9,11 @@ yields elsewhere; ``send`` keeps Quart's behaviour. The ``websocket_sent`` signa
 when something listens to it.
 
 An open socket also holds less than Quart's: received messages wait in a ``MessageQueue``
-(an asyncio.Queue holds four deques, ~3 KB), and the handler runs in the connection's own
-task, with a task only for the receiving (royal/watching.py).
+(royal/message_queue.py), and the handler runs in the connection's own task, with a task only
+for the receiving (royal/watching.py).
 """
 
 from __future__ import annotations
-
-import asyncio
-from typing import Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, WebsocketScope
 from quart import Quart
@@ -24,6 +21,7 @@ from quart.asgi import ASGIWebsocketConnection
 from quart.signals import websocket_sent
 from quart.wrappers import Websocket
 
+from royal.message_queue import MessageQueue
 from royal.watching import run_while_watching
 
 
@@ -31,47 +29,6 @@ class RoyalWebsocket(Websocket):
     async def send_now(self, data: str | bytes) -> None:
         """Send a message on an accepted WebSocket without first yielding to the loop."""
         await self._send(data)
-
-
-class MessageQueue:
-    """What Quart uses of asyncio.Queue (``put`` and ``get``, unbounded), in a list."""
-
-    __slots__ = ("_items", "_head", "_getters")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._head = 0  # the next item to get: a list pops from the front in O(n)
-        self._getters: list[asyncio.Future[None]] = []
-
-    async def put(self, item: Any) -> None:
-        self._items.append(item)
-        self._wake_a_getter()
-
-    async def get(self) -> Any:
-        while self._head == len(self._items):
-            getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._getters.append(getter)
-            try:
-                await getter
-            except asyncio.CancelledError:
-                if getter.done() and not getter.cancelled():
-                    self._wake_a_getter()  # it was woken for an item: pass that on
-                raise
-            finally:
-                if getter in self._getters:
-                    self._getters.remove(getter)
-        item, self._items[self._head] = self._items[self._head], None
-        self._head += 1
-        if self._head == len(self._items):
-            self._items.clear()
-            self._head = 0
-        return item
-
-    def _wake_a_getter(self) -> None:
-        for getter in self._getters:
-            if not getter.done():
-                getter.set_result(None)
-                return
 
 
 class RoyalWebsocketConnection(ASGIWebsocketConnection):

@@ -1,12 +1,15 @@
 """The shortcuts frame HTTP chunks and WebSocket text exactly as h11 and wsproto do, and only
-where those would frame them plainly."""
+where those would frame them plainly; the lighter app queue keeps Hypercorn's bound."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import h11
 import pytest
+from hypercorn.asyncio.task_group import TaskGroup
+from hypercorn.config import Config
 from hypercorn.protocol.events import Body, EndBody
 from hypercorn.protocol.h11 import H11Protocol
 from wsproto import ConnectionType
@@ -14,7 +17,11 @@ from wsproto.connection import Connection as WSConnection
 from wsproto.events import CloseConnection, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from royal.hypercorn_fixes import _plain_text_frame, _send_body_chunks_directly
+from royal.hypercorn_fixes import (
+    _plain_text_frame,
+    _send_body_chunks_directly,
+    _spawn_app_with_a_light_queue,
+)
 
 
 class Protocol:
@@ -83,3 +90,34 @@ def test_wsproto_still_frames_what_is_not_plain() -> None:
     closing = WSConnection(ConnectionType.SERVER)
     closing.send(CloseConnection(code=1000))
     assert _plain_text_frame(closing, "late") is None
+
+
+async def test_the_app_queue_hands_messages_over_in_order_within_hypercorns_bound() -> None:
+    """A client that floods an app which is not reading is held back at max_app_queue_size
+    messages, as with Hypercorn's asyncio.Queue; the app gets them in order."""
+    config = Config()
+    config.max_app_queue_size = 3
+    received: list[Any] = []
+    reading = asyncio.Event()
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any, *_: Any) -> None:
+        await reading.wait()
+        while len(received) < 5:
+            received.append(await receive())
+
+    async def server_send(message: Any) -> None:
+        sent.append(message)
+
+    async with TaskGroup(asyncio.get_running_loop()) as group:
+        put = await _spawn_app_with_a_light_queue(group, app, config, {"type": "http"}, server_send)
+        for number in range(3):
+            await asyncio.wait_for(put({"n": number}), 1)
+        fourth = asyncio.ensure_future(put({"n": 3}))
+        await asyncio.sleep(0.05)
+        assert not fourth.done()  # the bound holds the flood back
+        reading.set()
+        await asyncio.wait_for(fourth, 1)
+        await asyncio.wait_for(put({"n": 4}), 1)
+    assert received == [{"n": number} for number in range(5)]
+    assert sent == [None]  # Hypercorn's _handle ends the app's side as before

@@ -1,5 +1,5 @@
-"""run_while_watching (a streamed response or WebSocket handler in the request's own task) and
-the WebSocket MessageQueue: the cheaper forms of Quart's two tasks and asyncio.Queue."""
+"""run_while_watching: a streamed response or WebSocket handler in the request's own task, the
+cheaper form of Quart's two tasks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import asyncio
 import pytest
 
 from royal.watching import run_while_watching
-from royal.websocket import MessageQueue
 
 
 async def forever() -> None:
@@ -75,28 +74,3 @@ async def test_work_that_ends_as_the_watcher_does_is_not_cancelled_afterwards() 
     for _ in range(50):  # both end in the same loop turn, in either order
         await run_while_watching(quick(), quick())
         await asyncio.sleep(0)  # a late cancellation would land here
-
-
-async def test_the_queue_gives_items_in_order_to_waiting_and_later_getters() -> None:
-    queue = MessageQueue()
-    waiting = asyncio.ensure_future(queue.get())
-    await asyncio.sleep(0)
-    for item in ("a", "b", "c"):
-        await queue.put(item)
-    assert await waiting == "a"
-    assert [await queue.get(), await queue.get()] == ["b", "c"]
-    getters = [asyncio.ensure_future(queue.get()) for _ in range(3)]
-    await asyncio.sleep(0)
-    for item in (1, 2, 3):
-        await queue.put(item)
-    assert sorted(await asyncio.gather(*getters)) == [1, 2, 3]
-
-
-async def test_a_getter_cancelled_after_being_woken_passes_its_item_on() -> None:
-    queue = MessageQueue()
-    first = asyncio.ensure_future(queue.get())
-    second = asyncio.ensure_future(queue.get())
-    await asyncio.sleep(0)
-    await queue.put("only")  # wakes the first getter...
-    first.cancel()  # ...which is cancelled before it runs
-    assert await asyncio.wait_for(second, 1) == "only"
