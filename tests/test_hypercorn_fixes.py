@@ -9,6 +9,7 @@ from typing import Any
 import h11
 import pytest
 from hypercorn.asyncio.task_group import TaskGroup
+from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.config import Config
 from hypercorn.protocol.events import Body, EndBody
 from hypercorn.protocol.h11 import H11Protocol
@@ -18,6 +19,7 @@ from wsproto.events import CloseConnection, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from royal.hypercorn_fixes import (
+    _free_writer,
     _plain_text_frame,
     _send_body_chunks_directly,
     _spawn_app_with_a_light_queue,
@@ -121,3 +123,64 @@ async def test_the_app_queue_hands_messages_over_in_order_within_hypercorns_boun
         await asyncio.wait_for(put({"n": 4}), 1)
     assert received == [{"n": number} for number in range(5)]
     assert sent == [None]  # Hypercorn's _handle ends the app's side as before
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class FlowControl:
+    _paused = False
+
+
+class Writer:
+    """What _free_writer reads of asyncio's StreamWriter."""
+
+    def __init__(self) -> None:
+        self.transport = Transport()
+        self._protocol = FlowControl()
+
+
+class Stream:
+    def __init__(self, send: Any) -> None:
+        self.send = send
+
+
+def hypercorn_objects(connection: h11.Connection) -> tuple[Stream, TCPServer, Writer]:
+    """An HTTP stream, its H11Protocol and TCPServer, wired as Hypercorn wires them (the
+    stream sends through the protocol's stream_send, the protocol through the server's
+    protocol_send), without a socket."""
+    server = object.__new__(TCPServer)
+    server.send_lock = asyncio.Lock()
+    writer = Writer()
+    server.writer = writer  # type: ignore[assignment]
+    protocol = object.__new__(H11Protocol)
+    protocol.connection = connection
+    protocol.send = server.protocol_send
+    return Stream(protocol.stream_send), server, writer
+
+
+async def test_a_chunk_goes_straight_to_the_socket_only_when_nothing_else_is_writing() -> None:
+    stream, server, writer = hypercorn_objects(responding([("Transfer-Encoding", "chunked")]))
+    assert _free_writer(stream) is writer
+    async with server.send_lock:  # a write under way (or waiting in drain)
+        assert _free_writer(stream) is None
+    writer._protocol._paused = True  # the client reads slowly: drain must wait
+    assert _free_writer(stream) is None
+    writer._protocol._paused = False
+    writer.transport.closing = True
+    assert _free_writer(stream) is None
+
+
+async def test_a_body_that_is_not_chunked_or_not_http_1_takes_hypercorns_path() -> None:
+    stream, _, _ = hypercorn_objects(responding([("Content-Length", "10")]))
+    assert _free_writer(stream) is None
+
+    async def h2_send(event: Any) -> None:
+        """Not an H11Protocol's."""
+
+    assert _free_writer(Stream(h2_send)) is None
