@@ -18,11 +18,13 @@ from wsproto.connection import Connection as WSConnection
 from wsproto.events import CloseConnection, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from royal.hypercorn_fixes import (
+from royal.hypercorn_light import spawn_app_with_a_light_queue
+from royal.hypercorn_shortcuts import (
     _free_writer,
+    _h11_protocol,
+    _mid_chunked_body,
     _plain_text_frame,
-    _send_body_chunks_directly,
-    _spawn_app_with_a_light_queue,
+    send_body_chunks_directly,
 )
 
 
@@ -30,7 +32,7 @@ class Protocol:
     """What the shortcut uses of Hypercorn's H11Protocol: its h11 connection and its send."""
 
     _send_h11_event = H11Protocol._send_h11_event
-    stream_send = _send_body_chunks_directly
+    stream_send = send_body_chunks_directly
 
     def __init__(self, connection: h11.Connection) -> None:
         self.connection = connection
@@ -112,7 +114,7 @@ async def test_the_app_queue_hands_messages_over_in_order_within_hypercorns_boun
         sent.append(message)
 
     async with TaskGroup(asyncio.get_running_loop()) as group:
-        put = await _spawn_app_with_a_light_queue(group, app, config, {"type": "http"}, server_send)
+        put = await spawn_app_with_a_light_queue(group, app, config, {"type": "http"}, server_send)
         for number in range(3):
             await asyncio.wait_for(put({"n": number}), 1)
         fourth = asyncio.ensure_future(put({"n": 3}))
@@ -150,7 +152,7 @@ class Stream:
         self.send = send
 
 
-def hypercorn_objects(connection: h11.Connection) -> tuple[Stream, TCPServer, Writer]:
+def hypercorn_objects(connection: h11.Connection) -> tuple[Stream, H11Protocol, TCPServer, Writer]:
     """An HTTP stream, its H11Protocol and TCPServer, wired as Hypercorn wires them (the
     stream sends through the protocol's stream_send, the protocol through the server's
     protocol_send), without a socket."""
@@ -161,26 +163,30 @@ def hypercorn_objects(connection: h11.Connection) -> tuple[Stream, TCPServer, Wr
     protocol = object.__new__(H11Protocol)
     protocol.connection = connection
     protocol.send = server.protocol_send
-    return Stream(protocol.stream_send), server, writer
+    return Stream(protocol.stream_send), protocol, server, writer
 
 
 async def test_a_chunk_goes_straight_to_the_socket_only_when_nothing_else_is_writing() -> None:
-    stream, server, writer = hypercorn_objects(responding([("Transfer-Encoding", "chunked")]))
-    assert _free_writer(stream) is writer
+    stream, protocol, server, writer = hypercorn_objects(
+        responding([("Transfer-Encoding", "chunked")])
+    )
+    assert _h11_protocol(stream) is protocol
+    assert _mid_chunked_body(protocol.connection)
+    assert _free_writer(protocol) is writer
     async with server.send_lock:  # a write under way (or waiting in drain)
-        assert _free_writer(stream) is None
+        assert _free_writer(protocol) is None
     writer._protocol._paused = True  # the client reads slowly: drain must wait
-    assert _free_writer(stream) is None
+    assert _free_writer(protocol) is None
     writer._protocol._paused = False
     writer.transport.closing = True
-    assert _free_writer(stream) is None
+    assert _free_writer(protocol) is None
 
 
 async def test_a_body_that_is_not_chunked_or_not_http_1_takes_hypercorns_path() -> None:
-    stream, _, _ = hypercorn_objects(responding([("Content-Length", "10")]))
-    assert _free_writer(stream) is None
+    _, protocol, _, _ = hypercorn_objects(responding([("Content-Length", "10")]))
+    assert not _mid_chunked_body(protocol.connection)
 
     async def h2_send(event: Any) -> None:
         """Not an H11Protocol's."""
 
-    assert _free_writer(Stream(h2_send)) is None
+    assert _h11_protocol(Stream(h2_send)) is None

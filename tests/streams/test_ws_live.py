@@ -565,7 +565,7 @@ async def test_the_wsclient_helper_closes_promptly_with_unread_events(
 async def test_events_of_every_frame_size_arrive_whole_with_and_without_compression(
     live_royal: LiveRoyalFactory, compression: str | None
 ) -> None:
-    """Uncompressed text frames are built by Royal (royal/hypercorn_fixes.py), compressed ones
+    """Uncompressed text frames are built by Royal (royal/hypercorn_shortcuts.py), compressed ones
     by wsproto: a strict client reads both, at every length encoding."""
     live = await live_royal()
     sizes = [1, 100, 126, 70_000]  # data lengths around the 125 and 65,535-byte frame limits
