@@ -12,7 +12,9 @@ or, to compare servers, the same ASGI app on Uvicorn::
 
 Rows come from Royal's own database (``ROYAL_DATABASE_URL``), seeded with ``seed_rows``. The
 routes are public, like the peers'; the stream workloads use Royal's real ``/streams/<topic>``
-and ``/ws`` with a bearer token.
+and ``/ws`` with a bearer token. ``/upstream`` calls through aiohttp, the client Royal's own
+agent backend uses (FastAPI's peer keeps httpx, the client FastAPI's documentation uses; W4's
+difference is mostly the clients', docs/performance.md).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import itertools
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
+import aiohttp
 from quart import Blueprint, Quart, current_app
 from quart_schema import validate_request, validate_response
 
@@ -46,15 +48,15 @@ def create_app() -> Quart:
     async def _upstream() -> AsyncGenerator[None, None]:
         client = None
         if upstream_url is not None:
-            limits = httpx.Limits(
-                max_connections=UPSTREAM_CONNECTIONS,
-                max_keepalive_connections=UPSTREAM_CONNECTIONS,
+            client = aiohttp.ClientSession(
+                base_url=upstream_url,
+                connector=aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS),
+                timeout=aiohttp.ClientTimeout(total=10),
             )
-            client = httpx.AsyncClient(base_url=upstream_url, limits=limits, timeout=10)
         app.extensions["bench.upstream"] = client
         yield
         if client is not None:
-            await client.aclose()
+            await client.close()
 
     return app
 
@@ -91,10 +93,10 @@ async def create_item(data: ItemIn) -> tuple[Created, int]:
 @public
 async def call_upstream() -> dict[str, Any]:
     """The JSON of a call to the (50 ms) upstream service."""
-    client: httpx.AsyncClient | None = current_app.extensions["bench.upstream"]
+    client: aiohttp.ClientSession | None = current_app.extensions["bench.upstream"]
     if client is None:
         raise APIError(503, "NO_UPSTREAM", "PEER_UPSTREAM_URL is not set.")
-    response = await client.get("/")
-    response.raise_for_status()
-    data: dict[str, Any] = response.json()
+    async with client.get("/") as response:
+        response.raise_for_status()
+        data: dict[str, Any] = await response.json()
     return data
