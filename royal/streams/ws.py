@@ -117,8 +117,7 @@ class Session:
     def end(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)
-        if not self._ended.done():
-            self._ended.set_result(None)
+        self._finish()
 
     async def serve(self, watch: Watch) -> None:
         """Run until the client leaves, the token dies or the server shuts down.
@@ -126,10 +125,9 @@ class Session:
         While idle it waits on one future, with a timer for the heartbeat: no asyncio.wait
         per interval (its sets, callbacks and frames are held by every idle socket, W7)."""
         self.broker.counters.ws_open += 1
-        loop = asyncio.get_running_loop()
         receiver = asyncio.create_task(self._receive_loop())
         receiver.add_done_callback(lambda _: self._finish())
-        beats = _Heartbeat(self, loop)
+        beats = _Heartbeat(self)
         try:
             with (
                 watch(lambda: self.end(CLOSE_POLICY, "token revoked")),
@@ -150,7 +148,7 @@ class Session:
             raise receiver.exception()  # type: ignore[misc]
 
     def _finish(self) -> None:
-        """The receiver ended (the client left, or it called ``end``): serve returns."""
+        """``serve`` returns: ``end`` was called, or the receiver ended (the client left)."""
         if not self._ended.done():
             self._ended.set_result(None)
 
@@ -290,11 +288,11 @@ class _Heartbeat:
 
     __slots__ = ("_session", "_loop", "_timer", "_sending")
 
-    def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, session: Session) -> None:
         self._session = session
-        self._loop = loop
+        self._loop = asyncio.get_running_loop()
         self._sending: asyncio.Future[None] | None = None
-        self._timer = loop.call_later(session.heartbeat_seconds, self._beat)
+        self._timer = self._loop.call_later(session.heartbeat_seconds, self._beat)
 
     def _beat(self) -> None:
         self._timer = self._loop.call_later(self._session.heartbeat_seconds, self._beat)
